@@ -1,0 +1,209 @@
+"""Config dataclasses and strict JSON loading (STYLE.md item 2 and 3).
+
+A stage's config is a *schema*: a dataclass whose fields are section dataclasses
+(``data``, ``model``, ``train``, ...). A JSON file lists sections; ``"base": "other.json"``
+(relative to the file) names a config it starts from, so a variant lists only what changes.
+An unknown key is an error naming the key, the file and the valid keys; ``--set
+section.key=value`` overrides are parsed as JSON and type-checked against the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the key."""
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/demo"
+    format: str = "auto"  # auto | ljspeech | filelist | folder
+    text: str = "chars"  # chars | phonemes (espeak-ng)
+    min_seconds: float = 0.2
+    max_seconds: float = 20.0
+    heldout: float = 0.05  # a fraction if < 1, else a count of utterances
+    split_seed: int = 0
+    speakers: list[str] = field(default_factory=list)  # empty: every speaker
+
+    def __post_init__(self):
+        _choice("data.format", self.format, ("auto", "ljspeech", "filelist", "folder"))
+        _choice("data.text", self.text, ("chars", "phonemes"))
+        if not 0 <= self.min_seconds < self.max_seconds:
+            raise ConfigError(f"data.min_seconds ({self.min_seconds}) must be >= 0 and < data.max_seconds")
+
+
+@dataclass
+class TrainConfig:
+    run_name: str = ""  # default: the config file's stem
+    out_dir: str = "checkpoints"
+    seed: int = 1234
+    device: str = "auto"  # auto (cuda, mps, cpu) | cpu | cuda | cuda:1 | mps
+    steps: int = 1000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-4
+    min_lr: float = 0.0  # cosine floor, as a fraction of lr
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 500
+    sample_every: int = 1000
+    save_every: int = 500
+    keep_last: int = 3
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16); never on CPU
+    compile: bool = False
+    max_bad_steps: int = 10  # non-finite steps in a row before the run stops
+    wandb: bool = False
+    wandb_project: str = "muomni"
+    wandb_mode: str = "offline"  # offline | online
+    num_workers: int = 0
+
+    def __post_init__(self):
+        _choice("train.wandb_mode", self.wandb_mode, ("offline", "online"))
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "sample_every",
+                     "save_every", "keep_last", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"train.betas must be two numbers, got {self.betas}")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} = {value!r}: expected one of {', '.join(choices)}")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_json_with_base(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The JSON at path merged over its ``"base"`` chain (section by section, key by key)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: 'base' chain loops ({' -> '.join(p.name for p in _seen + (path,))})")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a JSON object of sections")
+    base = raw.pop("base", None)
+    merged = read_json_with_base(path.parent / base, _seen + (path,)) if base else {}
+    for section, values in raw.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
+def load_config(path: str | Path, schema: type[T], overrides: typing.Iterable[str] = ()) -> T:
+    """Load a config file into ``schema``, then apply ``section.key=value`` overrides."""
+    cfg = config_from_dict(read_json_with_base(path), schema, source=str(path))
+    return apply_overrides(cfg, overrides)
+
+
+def config_from_dict(d: dict[str, Any], schema: type[T], source: str = "config") -> T:
+    """Build a schema instance from plain dicts, strict about keys and types."""
+    return _build(schema, d, source, prefix="")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
+    """Apply ``section.key=value`` strings; the value is parsed as JSON, else kept as a string."""
+    d = config_to_dict(cfg)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
+        section, name = parts
+        if section not in d:
+            raise ConfigError(f"--set {item!r}: unknown section {section!r}; valid: {', '.join(d)}")
+        if name not in d[section]:
+            raise ConfigError(f"--set {item!r}: unknown key {section}.{name}; valid: {', '.join(d[section])}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        d[section][name] = value
+    return config_from_dict(d, type(cfg), source="--set")
+
+
+def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'config'}' must be an object, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key '{prefix}{unknown[0]}'; valid keys"
+            f"{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in values.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, source, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(value, tp, f"{prefix}{name}", source)
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Return value (ints widened to float) if it matches tp, else raise naming the key."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _check_type(value, arg, key, source)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{source}: {key} = {value!r} is not of type {_name(tp)}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            item = args[0] if args else Any
+            return [_check_type(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{source}: {key} = {value!r} is not of type {_name(tp)}")
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

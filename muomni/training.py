@@ -1,0 +1,553 @@
+"""Shared training machinery: runs, checkpoints, resume, logging, AMP, compile, DDP (DESIGN.md section 7).
+
+Every stage script builds its objects, then hands them to a :class:`Run` by name::
+
+    run = Run(cfg, "codec", args)
+    objects = {"model": model, "optim": opt, "sched": sched, "scaler": scaler, "order": order}
+    step = run.restore(run.resume_payload(), objects)      # 0 on a fresh run
+    ...
+    run.save(step, objects, metric=heldout_loss)
+
+A checkpoint is a plain dict (tensors, numbers, strings, lists) written to a temp file and
+renamed, and loaded with ``torch.load(..., weights_only=True)``: it never runs code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .config import ConfigError, config_to_dict, load_config
+
+CHECKPOINT_VERSION = 1
+STEP_PATTERN = re.compile(r"^step_(\d{8})\.pt$")
+MIN_FREE_BYTES = 64 * 2**20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file and the reason."""
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (too many non-finite steps, unwritable output)."""
+
+
+# ---------------------------------------------------------------- devices, precision, seeding
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--config", required=True, help="JSON config (may name a 'base' config)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
+    parser.add_argument("--init-from", metavar="CKPT", help="load weights only and start at step 0")
+    parser.add_argument("--set", metavar="K=V", nargs="+", action="extend", default=[],
+                        help="override config values, e.g. --set train.lr=1e-3 model.n_layers=2")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: train.device)")
+    return parser
+
+
+def load_run_config(args: argparse.Namespace, schema: type) -> Any:
+    return load_config(args.config, schema, args.set)
+
+
+def select_device(pref: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu unless a device is named."""
+    if pref and pref != "auto":
+        device = torch.device(pref)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {pref!r} requested but CUDA is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where supported, else fp16, on CUDA; no autocast elsewhere."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    dtype = amp_dtype(device) if enabled else None
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def make_grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
+    """A grad scaler that is active only for fp16 autocast (bf16 needs none)."""
+    return torch.amp.GradScaler(device.type, enabled=enabled and amp_dtype(device) == torch.float16)
+
+
+def maybe_compile(module: nn.Module, enabled: bool, **kwargs) -> nn.Module:
+    return torch.compile(module, **kwargs) if enabled else module
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers (saved without '_orig_mod.' prefixes)."""
+    while True:
+        if isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def lr_lambda(train) -> Any:
+    """Linear warmup over train.warmup_steps, then cosine decay to train.min_lr (a fraction) at train.steps."""
+    warmup, total, floor = max(train.warmup_steps, 0), max(train.steps, 1), train.min_lr
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def grad_norm_is_finite(loss: torch.Tensor, grad_norm: torch.Tensor | float) -> bool:
+    return bool(torch.isfinite(torch.as_tensor(loss)).all() and math.isfinite(float(grad_norm)))
+
+
+# ---------------------------------------------------------------- distributed
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world_size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= dist.get_world_size()
+    return value
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's value of a picklable object on every rank (identity in one process)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ---------------------------------------------------------------- RNG and data position
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a step touches, as plain types (loadable with weights_only=True)."""
+    version, state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    out = {
+        "python": [version, list(state), gauss],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, inner, gauss = state["python"]
+    random.setstate((version, tuple(inner), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class BatchOrder:
+    """Shuffled batches of item indices, deterministic per (seed, epoch), resumable to the exact batch.
+
+    ``batch_size`` is the global batch; under DDP each rank takes every world-th index of it,
+    so N processes see exactly the items one process would.
+    """
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if n_items < 1:
+            raise ValueError("BatchOrder needs at least one item")
+        self.n, self.batch_size, self.seed = n_items, min(batch_size, n_items), seed
+        self.rank, self.world = rank, world
+        self.epoch, self.pos = 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def next(self) -> list[int]:
+        if self.pos + self.batch_size > self.n:  # drop the last partial batch: fixed shapes
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._perm = self._permutation()
+        batch = self._perm[self.pos:self.pos + self.batch_size]
+        self.pos += self.batch_size
+        return batch[self.rank::self.world].tolist()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos, "n": self.n, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state.get("n", self.n) != self.n:
+            warnings.warn(f"the corpus changed since the checkpoint ({state['n']} -> {self.n} items); "
+                          "the data order restarts from the checkpoint's epoch", stacklevel=2)
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._permutation()
+
+
+# ---------------------------------------------------------------- checkpoint files
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a temp file in the same folder, flushed, then renamed over path.
+
+    If anything fails, the temp file is removed and whatever was at path is untouched.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(err, Exception):
+            raise CheckpointError(f"could not write checkpoint {path}: {err}; earlier checkpoints are intact") from err
+        raise
+
+
+def load_checkpoint(path: str | Path, stage: str | None = None) -> dict[str, Any]:
+    """Load a checkpoint safely (weights_only=True); refuse a damaged, pickled or other-stage file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        if found:
+            raise CheckpointError(f"{path}: refused: it holds a pickled Python object ({found.group(1)}) that could "
+                                  "run code when loaded; muomni loads checkpoints with weights_only=True") from None
+        raise CheckpointError(f"{path}: damaged or incomplete checkpoint (not a readable torch file)") from None
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: damaged or incomplete checkpoint ({reason})") from None
+    if not isinstance(payload, dict) or "stage" not in payload:
+        raise CheckpointError(f"{path}: not a muomni checkpoint (no 'stage' entry)")
+    if stage is not None and payload["stage"] != stage:
+        raise CheckpointError(f"{path}: this is a {payload['stage']} checkpoint, but a {stage} checkpoint is needed")
+    return payload
+
+
+def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every step checkpoint in a run folder, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := STEP_PATTERN.match(p.name))]
+    return sorted(found)
+
+
+def config_mismatch(saved: dict[str, Any], current: dict[str, Any], section: str = "model") -> list[str]:
+    """'section.key: saved -> current' for every key that differs."""
+    a, b = saved.get(section, {}), current.get(section, {})
+    return [f"{section}.{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} in the config"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+# ---------------------------------------------------------------- the run
+
+
+class Run:
+    """A run folder ``<train.out_dir>/<train.run_name>/`` and everything written into it."""
+
+    def __init__(self, cfg: Any, stage: str, args: argparse.Namespace):
+        self.cfg, self.stage, self.args = cfg, stage, args
+        train = cfg.train
+        self.rank, self.world = init_distributed()
+        self.is_main = self.rank == 0
+        self.dir = Path(train.out_dir) / (train.run_name or Path(args.config).stem)
+        self.device = select_device(getattr(args, "device", None) or train.device)
+        self.bad_steps = self.bad_in_a_row = 0
+        self.stop_requested = False
+        self._bar = None
+        self._last_log = (time.perf_counter(), 0)
+        self._wandb = None
+        self._check_output()
+        if self.is_main:
+            write_json(self.dir / "config.json", config_to_dict(cfg))
+        seed_everything(train.seed + self.rank)
+        self._install_signal_handlers()
+        if self.is_main and train.wandb:
+            self._start_wandb()
+
+    # ---- output folder
+
+    def _check_output(self) -> None:
+        """Fail before any training if the run folder can't be written or would clobber a run."""
+        if not self.is_main:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            probe = self.dir / ".write_test"
+            probe.write_bytes(b"0" * 1024)
+            probe.unlink()
+        except OSError as err:
+            raise TrainingError(f"run folder {self.dir} is not writable: {err.strerror or err}") from None
+        free = shutil.disk_usage(self.dir).free
+        if free < MIN_FREE_BYTES:
+            raise TrainingError(f"run folder {self.dir}: only {free // 2**20} MiB free on its disk; "
+                                f"at least {MIN_FREE_BYTES // 2**20} MiB are needed for checkpoints")
+        existing = step_checkpoints(self.dir)
+        if existing and not self.args.resume:
+            raise TrainingError(
+                f"run folder {self.dir} already holds checkpoints up to step {existing[-1][0]}: "
+                "pass --resume to continue it, or set train.run_name (--set train.run_name=NEW) for a new run")
+
+    # ---- checkpoints
+
+    def save(self, step: int, objects: dict[str, Any], metric: float | None = None,
+             extra: dict[str, Any] | None = None) -> Path | None:
+        """Write step_XXXXXXXX.pt (and best.pt when metric is the lowest so far); prune to keep_last."""
+        if not self.is_main:
+            return None
+        payload = {
+            "format_version": CHECKPOINT_VERSION, "stage": self.stage, "step": step,
+            "config": config_to_dict(self.cfg), "rng": rng_state(),
+            "bad_steps": self.bad_steps, **(extra or {}),
+        }
+        for name, obj in objects.items():
+            payload[name] = unwrap(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
+        path = self.dir / f"step_{step:08d}.pt"
+        save_checkpoint(path, payload)
+        if metric is not None and math.isfinite(metric):
+            stats = self.read_stats()
+            if metric < stats.get("best_metric", math.inf):
+                save_checkpoint(self.dir / "best.pt", payload)
+                self.write_stats({**stats, "best_metric": metric, "best_step": step})
+        for _, old in step_checkpoints(self.dir)[:-self.cfg.train.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def resume_payload(self) -> dict[str, Any] | None:
+        """The newest valid step checkpoint when --resume was given (damaged ones are reported and skipped)."""
+        if not self.args.resume:
+            return None
+        for step, path in reversed(step_checkpoints(self.dir)):
+            try:
+                payload = load_checkpoint(path, self.stage)
+            except CheckpointError as err:
+                self.warn(f"skipping damaged checkpoint: {err}")
+                continue
+            mismatch = config_mismatch(payload["config"], config_to_dict(self.cfg))
+            if mismatch:
+                raise CheckpointError(f"{path}: cannot resume, the model config changed: " + "; ".join(mismatch))
+            self.info(f"resuming from {path} (step {step})")
+            return payload
+        self.info(f"--resume: no checkpoint in {self.dir} yet, starting at step 0")
+        return None
+
+    def restore(self, payload: dict[str, Any] | None, objects: dict[str, Any]) -> int:
+        """Load every object's state, the RNGs and the metrics log from a resume payload; returns its step."""
+        if payload is None:
+            return 0
+        for name, obj in objects.items():
+            if name not in payload:
+                raise CheckpointError(f"checkpoint of step {payload['step']} has no '{name}' entry")
+            target = unwrap(obj) if isinstance(obj, nn.Module) else obj
+            target.load_state_dict(payload[name])
+        set_rng_state(payload["rng"])
+        self.bad_steps = int(payload.get("bad_steps", 0))
+        self._truncate_metrics(payload["step"])
+        return int(payload["step"])
+
+    def load_init(self, modules: dict[str, nn.Module]) -> None:
+        """--init-from: copy weights of the named modules from a checkpoint of this stage; step stays 0."""
+        path = getattr(self.args, "init_from", None)
+        if not path:
+            return
+        payload = load_checkpoint(path, self.stage)
+        mismatch = config_mismatch(payload["config"], config_to_dict(self.cfg))
+        if mismatch:
+            raise CheckpointError(f"{path}: cannot initialise from it: " + "; ".join(mismatch))
+        for name, module in modules.items():
+            unwrap(module).load_state_dict(payload[name])
+        self.info(f"initialised {', '.join(modules)} from {path} (step {payload['step']}); starting at step 0")
+
+    # ---- stats, samples, metrics
+
+    def read_stats(self) -> dict[str, Any]:
+        path = self.dir / "stats.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def write_stats(self, stats: dict[str, Any]) -> None:
+        if self.is_main:
+            write_json(self.dir / "stats.json", stats)
+
+    def sample_dir(self, step: int) -> Path:
+        path = self.dir / "samples" / f"step_{step:08d}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def progress(self, start: int, total: int):
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total, initial=start, desc=self.stage, dynamic_ncols=True,
+                         disable=not self.is_main, unit="step")
+        self._last_log = (time.perf_counter(), start)
+        return self._bar
+
+    def log(self, step: int, metrics: dict[str, float], split: str = "train") -> None:
+        """Append to metrics.jsonl (and wandb); train metrics also go on the progress bar with steps/s."""
+        if not self.is_main:
+            return
+        metrics = {k: (float(v) if isinstance(v, (int, float, torch.Tensor, np.floating)) else v)
+                   for k, v in metrics.items()}
+        if split == "train":
+            now, last_step = time.perf_counter(), self._last_log[1]
+            if step > last_step:
+                metrics.setdefault("steps_per_s", (step - last_step) / max(now - self._last_log[0], 1e-9))
+            self._last_log = (now, step)
+            if self._bar is not None:
+                shown = {k: metrics[k] for k in ("loss", "lr", "steps_per_s") if k in metrics}
+                self._bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+        record = {"step": step, "split": split, "time": time.time(), **metrics}
+        with open(self.dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._wandb is not None:
+            self._wandb.log({f"{split}/{k}": v for k, v in metrics.items() if isinstance(v, float)}, step=step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records logged after the checkpoint we resume from, so the curve has no doubled steps."""
+        path = self.dir / "metrics.jsonl"
+        if not (self.is_main and path.is_file()):
+            return
+        kept = [line for line in path.read_text().splitlines()
+                if line.strip() and _record_step(line) <= step]
+        write_text(path, "".join(line + "\n" for line in kept))
+
+    def info(self, message: str) -> None:
+        if self.is_main:
+            (self._bar.write if self._bar is not None else print)(f"[{self.stage}] {message}", file=sys.stderr)
+
+    def warn(self, message: str) -> None:
+        self.info(f"warning: {message}")
+
+    # ---- non-finite steps and polite stops
+
+    def check_step(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | float) -> bool:
+        """True if the step is finite. A non-finite one is counted and logged; too many in a row stop the run."""
+        if grad_norm_is_finite(loss, grad_norm):
+            self.bad_in_a_row = 0
+            return True
+        self.bad_steps += 1
+        self.bad_in_a_row += 1
+        self.warn(f"step {step}: non-finite loss or gradient norm (loss {float(torch.as_tensor(loss).detach()):.4g}, "
+                  f"grad norm {float(grad_norm):.4g}); step skipped ({self.bad_in_a_row} in a row)")
+        self.log(step, {"bad_steps": self.bad_steps, "bad_in_a_row": self.bad_in_a_row}, split="bad")
+        if self.bad_in_a_row >= self.cfg.train.max_bad_steps:
+            newest = step_checkpoints(self.dir)
+            where = f"the last checkpoint {newest[-1][1]} is intact" if newest else "no checkpoint was written yet"
+            raise TrainingError(f"{self.bad_in_a_row} non-finite steps in a row (train.max_bad_steps = "
+                                f"{self.cfg.train.max_bad_steps}): stopping; {where}. Lower train.lr or "
+                                "check the data for NaN/inf.")
+        return False
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum, frame):
+            if self.stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            self.info(f"{signal.Signals(signum).name} received: saving a checkpoint at the next step boundary")
+
+        try:
+            signal.signal(signal.SIGTERM, request_stop)
+            signal.signal(signal.SIGINT, request_stop)
+        except ValueError:  # not the main thread (e.g. called from a worker): no handlers
+            pass
+
+    def _start_wandb(self) -> None:
+        try:
+            import wandb
+        except ImportError:
+            self.warn("train.wandb is true but wandb is not installed (pip install 'muomni[wandb]'); "
+                      "logging to metrics.jsonl only")
+            return
+        mode = self.cfg.train.wandb_mode
+        if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+            self.warn("wandb online mode needs WANDB_API_KEY; logging offline instead")
+            mode = "offline"
+        self._wandb = wandb.init(project=self.cfg.train.wandb_project, name=self.dir.name, dir=str(self.dir),
+                                 mode=mode, config=config_to_dict(self.cfg), resume="allow")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _record_step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return 0
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomic text write (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")

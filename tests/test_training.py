@@ -1,0 +1,179 @@
+"""Run machinery: atomic checkpoints, resume from the newest valid one, exact loss curves, bad steps."""
+
+import argparse
+import os
+import pickle
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch import nn
+
+from muomni.config import DataConfig, TrainConfig, apply_overrides
+from muomni.training import (
+    BatchOrder,
+    CheckpointError,
+    Run,
+    TrainingError,
+    load_checkpoint,
+    lr_lambda,
+    save_checkpoint,
+    step_checkpoints,
+)
+
+
+@dataclass
+class ToyModelConfig:
+    width: int = 16
+
+
+@dataclass
+class ToyRun:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ToyModelConfig = field(default_factory=ToyModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _args(resume=False, init_from=None):
+    return argparse.Namespace(config="toy.json", resume=resume, init_from=init_from, set=[], device="cpu")
+
+
+def _cfg(tmp_path, steps=12, save_every=4, **train):
+    sets = [f"train.out_dir={tmp_path}", "train.run_name=toy", f"train.steps={steps}",
+            f"train.save_every={save_every}", "train.batch_size=8", "train.warmup_steps=2"]
+    return apply_overrides(ToyRun(), sets + [f"train.{k}={v}" for k, v in train.items()])
+
+
+def _train(cfg, resume=False, stop_at=None, nan_at=()):
+    """A toy loop with dropout and shuffled batches, so RNG and data position both matter."""
+    run = Run(cfg, "toy", _args(resume))
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0])
+    model = nn.Sequential(nn.Linear(4, cfg.model.width), nn.Dropout(0.2), nn.ReLU(), nn.Linear(cfg.model.width, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train))
+    order = BatchOrder(len(x), cfg.train.batch_size, cfg.train.seed)
+    objects = {"model": model, "optim": opt, "sched": sched, "order": order}
+    step = run.restore(run.resume_payload(), objects)
+    losses = {}
+    while step < cfg.train.steps:
+        idx = order.next()
+        loss = ((model(x[idx]).squeeze(-1) - y[idx]) ** 2).mean()
+        if step + 1 in nan_at:
+            loss = loss * float("nan")
+        opt.zero_grad()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if run.check_step(step + 1, loss, norm):
+            opt.step()
+        sched.step()
+        step += 1
+        losses[step] = loss.item()
+        run.log(step, {"loss": loss.item()})
+        if step % cfg.train.save_every == 0:
+            run.save(step, objects, metric=loss.item())
+        if step == stop_at:
+            break
+    run.close()
+    return losses, model
+
+
+def test_resume_reproduces_uninterrupted_losses(tmp_path):
+    full, full_model = _train(_cfg(tmp_path / "a"))
+    cfg = _cfg(tmp_path / "b")
+    _train(cfg, stop_at=6)  # killed after step 6: the newest checkpoint is step 4
+    resumed, resumed_model = _train(cfg, resume=True)
+    assert min(resumed) == 5
+    for step, loss in resumed.items():
+        assert abs(loss - full[step]) < 1e-6, step
+    for a, b in zip(full_model.state_dict().values(), resumed_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    lines = (tmp_path / "b" / "toy" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 12  # steps 5 and 6 logged before the kill were dropped on resume, not doubled
+
+
+def test_keep_last_and_best(tmp_path):
+    cfg = _cfg(tmp_path, steps=20, save_every=2, keep_last=3)
+    _train(cfg)
+    assert [s for s, _ in step_checkpoints(tmp_path / "toy")] == [16, 18, 20]
+    best = load_checkpoint(tmp_path / "toy" / "best.pt", "toy")
+    assert best["step"] in range(2, 21, 2) and best["config"]["model"]["width"] == 16
+
+
+def test_interrupted_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "step_00000001.pt"
+    save_checkpoint(path, {"stage": "toy", "step": 1, "w": torch.ones(3)})
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial bytes")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(CheckpointError, match="intact"):
+        save_checkpoint(path, {"stage": "toy", "step": 2, "w": torch.zeros(3)})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert os.listdir(tmp_path) == [path.name]  # the temp file is gone
+
+
+def test_damaged_newest_checkpoint_is_skipped(tmp_path, capsys):
+    cfg = _cfg(tmp_path, steps=8, save_every=4)
+    _train(cfg)
+    newest = tmp_path / "toy" / "step_00000008.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # half-written
+    run = Run(cfg, "toy", _args(resume=True))
+    assert run.resume_payload()["step"] == 4
+    assert "step_00000008.pt" in capsys.readouterr().err
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this ran at load time",))
+
+
+@pytest.mark.parametrize("content,needle", [
+    (lambda p: torch.save({"stage": "toy", "obj": Evil()}, p), "refused"),
+    (lambda p: p.write_bytes(pickle.dumps({"a": 1})[:5]), "damaged"),
+    (lambda p: torch.save({"stage": "codec", "step": 1}, p), "codec checkpoint"),
+    (lambda p: torch.save([1, 2, 3], p), "not a muomni checkpoint"),
+], ids=["pickled-object", "garbage", "other-stage", "not-muomni"])
+def test_unsafe_or_wrong_checkpoints_are_refused(tmp_path, content, needle):
+    path = tmp_path / "x.pt"
+    content(path)
+    with pytest.raises(CheckpointError, match=needle) as err:
+        load_checkpoint(path, "toy")
+    assert str(path) in str(err.value)
+
+
+def test_fresh_run_refuses_to_clobber_and_model_change_refuses_resume(tmp_path):
+    _train(_cfg(tmp_path, steps=4))
+    with pytest.raises(TrainingError, match="--resume"):
+        Run(_cfg(tmp_path, steps=4), "toy", _args())
+    changed = apply_overrides(_cfg(tmp_path, steps=8), ["model.width=8"])
+    with pytest.raises(CheckpointError, match="model.width"):
+        Run(changed, "toy", _args(resume=True)).resume_payload()
+
+
+def test_unwritable_run_folder_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    cfg = apply_overrides(_cfg(tmp_path), [f"train.out_dir={blocker}"])
+    with pytest.raises(TrainingError, match="not writable"):
+        Run(cfg, "toy", _args())
+
+
+def test_non_finite_steps_are_skipped_then_stop(tmp_path):
+    cfg = _cfg(tmp_path, steps=12, save_every=2, max_bad_steps=3)
+    with pytest.raises(TrainingError, match="3 non-finite steps in a row"):
+        _train(cfg, nan_at={5, 7, 8, 9})
+    # steps 5, 7 and 8 were skipped before the stop; the newest checkpoint is intact
+    assert load_checkpoint(tmp_path / "toy" / "step_00000008.pt")["bad_steps"] == 3
+
+
+def test_batch_order_shards_the_global_batch():
+    one = BatchOrder(20, 8, seed=3)
+    ranks = [BatchOrder(20, 8, seed=3, rank=r, world=2) for r in range(2)]
+    for _ in range(6):  # crosses an epoch boundary
+        full = one.next()
+        shards = [r.next() for r in ranks]
+        assert sorted(shards[0] + shards[1]) == sorted(full)
