@@ -1,0 +1,39 @@
+"""``python -m muomni plot RUN_DIR`` and ``python -m muomni export CKPT --out DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m muomni", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    plot = sub.add_parser("plot", help="loss-curve PNGs from a run folder's metrics.jsonl")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
+    export = sub.add_parser("export", help="weights as safetensors plus config and vocabulary as JSON")
+    export.add_argument("checkpoint")
+    export.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    if args.command == "plot":
+        from .plot import plot_run
+
+        for path in plot_run(args.run_dir, args.out):
+            print(path)
+    else:
+        from .export import export_checkpoint
+        from .training import CheckpointError, load_checkpoint
+
+        try:
+            payload = load_checkpoint(args.checkpoint)
+        except CheckpointError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(export_checkpoint(payload, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
