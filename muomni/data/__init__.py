@@ -1,0 +1,11 @@
+"""Corpora: readers, preflight checks, the held-out split, the mel cache and the demo corpus builder."""
+
+from muomni.data.cache import MelCache, mel_cache
+from muomni.data.check import check_audio, check_items, check_report
+from muomni.data.corpus import Item, read_corpus
+from muomni.data.split import Corpus, load_corpus, split_heldout
+
+__all__ = [
+    "Corpus", "Item", "MelCache", "check_audio", "check_items", "check_report", "load_corpus", "mel_cache",
+    "read_corpus", "split_heldout",
+]
