@@ -1,0 +1,341 @@
+"""Objective metrics and the evaluation CLI: ``python -m muomni.evaluate {codec,vocoder,tts} ...``.
+
+- ``word_error_rate``: corpus-level Levenshtein word edits / reference words, on normalised words.
+- ``transcribe``: pocketsphinx 5 (CMU Sphinx, offline, no downloads) on 16 kHz mono audio. It is a weak
+  recogniser, so word error rates are only compared with the error on the original mels through the
+  same vocoder, never read as absolute quality.
+
+Each subcommand prints a table and writes a JSON report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from muomni.audio import SAMPLE_RATE
+
+_DECODER = None
+
+
+def _words(text: str) -> list[str]:
+    """Lowercase, punctuation stripped (apostrophes kept), split on whitespace."""
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
+
+
+def word_error_rate(refs: list[str], hyps: list[str]) -> float:
+    """Total word edits (substitutions + deletions + insertions) / total reference words."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"word_error_rate: {len(refs)} references but {len(hyps)} hypotheses")
+    edits = words = 0
+    for ref, hyp in zip(refs, hyps):
+        r, h = _words(ref), _words(hyp)
+        row = list(range(len(h) + 1))  # one-row Levenshtein distance
+        for i, rw in enumerate(r, 1):
+            prev, row[0] = row[0], i
+            for j, hw in enumerate(h, 1):
+                prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
+        edits += row[-1]
+        words += len(r)
+    return edits / max(words, 1)
+
+
+def _decoder():
+    global _DECODER
+    if _DECODER is None:
+        try:
+            from pocketsphinx import Decoder
+        except ImportError:
+            raise ImportError("word error rates need pocketsphinx: pip install muomni[eval]") from None
+        _DECODER = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+    return _DECODER
+
+
+def transcribe(wavs: list[np.ndarray], sample_rate: int = SAMPLE_RATE) -> list[str]:
+    """Transcripts of mono float waveforms (pocketsphinx's default US English model)."""
+    if sample_rate != SAMPLE_RATE:
+        import librosa
+
+        wavs = [librosa.resample(np.asarray(w, dtype=np.float32), orig_sr=sample_rate, target_sr=SAMPLE_RATE)
+                for w in wavs]
+    decoder, out = _decoder(), []
+    for wav in wavs:
+        if isinstance(wav, torch.Tensor):
+            wav = wav.detach().float().cpu().numpy()
+        pcm = (np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1, 1) * 32767).astype(np.int16)
+        decoder.start_utt()
+        decoder.process_raw(pcm.tobytes(), full_utt=True)
+        decoder.end_utt()
+        hyp = decoder.hyp()
+        out.append(hyp.hypstr if hyp is not None else "")
+    return out
+
+
+def griffin_lim(mel: torch.Tensor | np.ndarray, n_iter: int = 32) -> np.ndarray:
+    """log-mel (T, 128) -> waveform (T*256,) with the toolkit's Griffin-Lim (librosa as a fallback)."""
+    mel = torch.as_tensor(mel).float()
+    try:
+        from muomni.synthesis import vocode
+    except ImportError:
+        vocode = None
+    if vocode is not None:
+        return vocode(mel, None, n_iter=n_iter).reshape(-1).cpu().numpy()
+    import librosa
+
+    from muomni.audio import FMAX, FMIN, HOP_LENGTH, N_FFT, WIN_LENGTH
+
+    power = torch.exp(mel).T.numpy()  # (128, T) mel power
+    return librosa.feature.inverse.mel_to_audio(
+        power, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, power=2.0,
+        n_iter=n_iter, fmin=FMIN, fmax=FMAX).astype(np.float32)
+
+
+def print_table(rows: list[tuple[str, object]], title: str) -> None:
+    width = max(len(k) for k, _ in rows)
+    print(title)
+    for key, value in rows:
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {key:<{width}}  {text}")
+
+
+# ----------------------------------------------------------------------------- codec
+
+
+def evaluate_codec(args: argparse.Namespace) -> dict:
+    """Held-out log-mel MSE, codebook usage/perplexity, bit/s and word error of (a) original and (b)
+    codec round-trip mels, both through Griffin-Lim."""
+    from muomni.config import DataConfig
+    from muomni.data import load_corpus, mel_cache
+    from muomni.data.tokenize import mel_cache_dir
+    from muomni.models.codec import load_codec
+
+    codec = load_codec(args.codec)
+    corpus = load_corpus(DataConfig(path=args.data))
+    mels = mel_cache(corpus.heldout, mel_cache_dir(args.data), "heldout")  # shared with train_codec.py
+    n = codec.cfg.frames_per_token
+    se = se_raw = count = 0.0
+    codes_all, refs, wav_orig, wav_codec = [], [], [], []
+    for i, item in enumerate(corpus.heldout):  # MSE and usage on every held-out item (cheap) ...
+        mel = torch.from_numpy(mels.get(i))[None]  # (1, T, 128)
+        if mel.shape[1] < n:
+            print(f"warning: {item.id} is shorter than one code frame; skipped", file=sys.stderr)
+            continue
+        with torch.no_grad():
+            codes = codec.encode(mel)  # (1, T_frames, n_q)
+            rec = codec.decode(codes)  # (1, 5*T_frames, 128)
+        mel = mel[:, : rec.shape[1]]
+        se += float(((rec - mel) / codec.mel_std).pow(2).sum())
+        se_raw += float((rec - mel).pow(2).sum())
+        count += mel.numel()
+        codes_all.append(codes[0])
+        if not args.limit or len(refs) < args.limit:  # ... word error on the first --limit (slow)
+            refs.append(item.text)
+            wav_orig.append(griffin_lim(mel[0]))
+            wav_codec.append(griffin_lim(rec[0]))
+    if not refs:
+        raise ValueError(f"{args.data}: no held-out utterance long enough to evaluate")
+    usage, perplexity = codec.usage(torch.cat(codes_all))
+    wer_orig = word_error_rate(refs, transcribe(wav_orig))
+    wer_codec = word_error_rate(refs, transcribe(wav_codec))
+    report = {
+        "codec": str(args.codec), "data": str(args.data), "utterances": len(codes_all), "wer_utterances": len(refs),
+        "n_codebooks": codec.cfg.n_codebooks, "codebook_size": codec.cfg.codebook_size,
+        "bitrate": codec.cfg.bitrate, "mse_std": se / count, "mse_raw": se_raw / count,
+        "usage": usage, "perplexity": perplexity, "wer_original": wer_orig, "wer_codec": wer_codec,
+        "wer_delta": wer_codec - wer_orig,
+    }
+    rows = [(k, v) for k, v in report.items() if k not in ("usage", "perplexity")]
+    rows += [(f"usage[{q}]", u) for q, u in enumerate(usage)]
+    rows += [(f"perplexity[{q}]", p) for q, p in enumerate(perplexity)]
+    print_table(rows, "codec evaluation (held-out split, Griffin-Lim on both sides)")
+    return report
+
+
+def add_codec_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("codec", help="codec reconstruction: mel MSE, codebook usage, bit/s, word error")
+    p.add_argument("--codec", required=True, help="codec checkpoint (train_codec.py)")
+    p.add_argument("--data", required=True, help="corpus folder; its held-out split is evaluated")
+    p.add_argument("--limit", type=int, default=0,
+                   help="word error on the first N held-out utterances only (MSE and usage use all)")
+    p.add_argument("--out", "--json", dest="out", default="",
+                   help="JSON report path (default: <codec dir>/eval_codec.json)")
+    p.set_defaults(func=evaluate_codec, default_out=lambda a: Path(a.codec).parent / "eval_codec.json")
+
+
+# ----------------------------------------------------------------------------- vocoder
+
+
+def _vocoder_scores(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """Log-mel L1, and PESQ (wide band) and STOI where their packages are installed."""
+    from muomni.audio import log_mel
+
+    scores = {"mel_l1": float((log_mel(out)[0] - log_mel(ref)[0]).abs().mean())}
+    try:
+        from pesq import pesq
+
+        scores["pesq"] = float(pesq(SAMPLE_RATE, ref, out, "wb"))
+    except ImportError:
+        pass
+    except Exception as err:  # pesq refuses utterances it finds no speech in
+        print(f"warning: PESQ failed ({err}); left out for this utterance", file=sys.stderr)
+    try:
+        from pystoi import stoi
+
+        scores["stoi"] = float(stoi(ref, out, SAMPLE_RATE, extended=False))
+    except ImportError:
+        pass
+    return scores
+
+
+def evaluate_vocoder(args: argparse.Namespace) -> dict:
+    """HiFi-GAN and Griffin-Lim side by side on held-out utterances' original mels: mel L1, PESQ,
+    STOI, word error and real-time factor (compute seconds per second of audio; lower is faster)."""
+    import time
+
+    from muomni.audio import load_audio, log_mel
+    from muomni.config import DataConfig
+    from muomni.data import load_corpus
+    from muomni.synthesis import load_vocoder, vocode
+
+    vocoders = {"hifigan": load_vocoder(args.vocoder), "griffinlim": None}
+    corpus = load_corpus(DataConfig(path=args.data))
+    items = corpus.heldout[: args.limit] if args.limit else corpus.heldout
+    refs, reals, seconds = [item.text for item in items], [], 0.0
+    outs = {name: [] for name in vocoders}
+    scores = {name: [] for name in vocoders}
+    compute = dict.fromkeys(vocoders, 0.0)
+    for item in items:
+        wav = load_audio(item.path)
+        mel = log_mel(wav)[0]  # (T, 128)
+        reals.append(wav)
+        seconds += len(wav) / SAMPLE_RATE
+        for name, vocoder in vocoders.items():
+            start = time.perf_counter()
+            out = vocode(mel, vocoder, n_iter=args.n_iter)[: len(wav)].cpu().numpy()
+            compute[name] += time.perf_counter() - start
+            outs[name].append(out)
+            scores[name].append(_vocoder_scores(wav, out))
+    if not items:
+        raise ValueError(f"{args.data}: no held-out utterance to evaluate")
+    report = {"vocoder": str(args.vocoder), "data": str(args.data), "utterances": len(items),
+              "audio_seconds": seconds, "griffinlim_iterations": args.n_iter,
+              "wer_ground_truth": word_error_rate(refs, transcribe(reals))}
+    for name in vocoders:
+        keys = sorted({k for s in scores[name] for k in s})
+        report[name] = {k: float(np.mean([s[k] for s in scores[name] if k in s])) for k in keys}
+        report[name]["wer"] = word_error_rate(refs, transcribe(outs[name]))
+        report[name]["rtf"] = compute[name] / seconds
+    metrics = [k for k in report["hifigan"] if k in report["griffinlim"]]
+    print(f"vocoder evaluation: {len(items)} held-out utterances ({seconds:.1f} s) of {args.data}, "
+          f"original mels; ground-truth word error {report['wer_ground_truth']:.4f}")
+    print(f"  {'metric':<8}  {'HiFi-GAN':>10}  {'Griffin-Lim':>11}")
+    for k in metrics:
+        print(f"  {k:<8}  {report['hifigan'][k]:>10.4f}  {report['griffinlim'][k]:>11.4f}")
+    return report
+
+
+def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("vocoder", help="HiFi-GAN vs Griffin-Lim: mel L1, PESQ, STOI, word error, real-time factor")
+    p.add_argument("--vocoder", required=True, help="vocoder checkpoint (train_vocoder.py)")
+    p.add_argument("--data", required=True, help="corpus folder; its held-out split is evaluated")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out utterances")
+    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--out", "--json", dest="out", default="",
+                   help="JSON report path (default: <vocoder dir>/eval_vocoder.json)")
+    p.set_defaults(func=evaluate_vocoder, default_out=lambda a: Path(a.vocoder).parent / "eval_vocoder.json")
+
+
+# ----------------------------------------------------------------------------- tts (Talker)
+
+
+def evaluate_tts(args: argparse.Namespace) -> dict:
+    """Synthesize held-out texts with a Talker checkpoint (text -> codes -> mel -> vocoder or Griffin-Lim):
+    word error of the synthesized and of the original audio, duration ratio, real-time factor; wavs to --out-dir."""
+    import time
+
+    from muomni.audio import load_audio, mel_to_png, save_wav
+    from muomni.config import DataConfig
+    from muomni.data import load_corpus
+    from muomni.synthesis import codes_to_mel, load_talker, load_vocoder, text_to_codes, vocode
+
+    bundle = load_talker(args.talker)
+    vocoder = load_vocoder(args.vocoder) if args.vocoder else None
+    corpus = load_corpus(DataConfig(path=args.data))
+    items = corpus.heldout[: args.limit] if args.limit else corpus.heldout
+    if not items:
+        raise ValueError(f"{args.data}: no held-out utterance to synthesize")
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.talker).parent / "eval_tts"
+    refs, wavs, reals, compute, seconds = [], [], [], 0.0, 0.0
+    for start in range(0, len(items), args.batch):
+        chunk = items[start:start + args.batch]
+        speakers = [bundle.speakers.index(it.speaker) if it.speaker in bundle.speakers else 0 for it in chunk]
+        t0 = time.perf_counter()
+        codes = text_to_codes(bundle, [it.text for it in chunk], speakers, temperature=args.temperature,
+                              top_k=args.top_k or None, seed=args.seed)
+        mels = codes_to_mel(bundle.codec, codes)
+        outs = [vocode(mel, vocoder, n_iter=args.n_iter).reshape(-1).cpu().numpy() for mel in mels]
+        compute += time.perf_counter() - t0
+        for it, wav, mel in zip(chunk, outs, mels):
+            real = load_audio(it.path)
+            refs.append(it.text)
+            wavs.append(wav)
+            reals.append(real)
+            seconds += len(wav) / SAMPLE_RATE
+            save_wav(out_dir / f"{it.id}.wav", wav)
+            mel_to_png(out_dir / f"{it.id}.png", [mel.cpu()], [it.text[:80]])
+    hyps = transcribe(wavs)
+    report = {
+        "talker": str(args.talker), "step": bundle.step, "vocoder": "hifigan" if vocoder is not None else "griffinlim",
+        "data": str(args.data), "utterances": len(items), "temperature": args.temperature,
+        "wer": word_error_rate(refs, hyps), "wer_ground_truth": word_error_rate(refs, transcribe(reals)),
+        "duration_ratio": sum(len(w) for w in wavs) / max(sum(len(r) for r in reals), 1),
+        "rtf": compute / max(seconds, 1e-9), "audio_seconds": seconds, "out_dir": str(out_dir),
+        "transcripts": [{"ref": r, "hyp": h} for r, h in zip(refs, hyps)],
+    }
+    print_table([(k, v) for k, v in report.items() if k != "transcripts"], "tts evaluation (held-out texts)")
+    return report
+
+
+def add_tts_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tts", help="Talker text-to-speech on held-out texts: word error, duration ratio, RTF")
+    p.add_argument("--talker", required=True, help="Talker checkpoint (train_talker.py); carries its codec")
+    p.add_argument("--data", required=True, help="corpus folder; its held-out texts are synthesized")
+    p.add_argument("--vocoder", default="", help="vocoder checkpoint (default: Griffin-Lim)")
+    p.add_argument("--out-dir", default="", help="folder for the wavs (default: <talker dir>/eval_tts)")
+    p.add_argument("--limit", type=int, default=0, help="synthesize only the first N held-out texts")
+    p.add_argument("--batch", type=int, default=8, help="texts generated together")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--out", "--json", dest="out", default="",
+                   help="JSON report path (default: <talker dir>/eval_tts.json)")
+    p.set_defaults(func=evaluate_tts, default_out=lambda a: Path(a.talker).parent / "eval_tts.json")
+
+
+# Each stage registers its subcommand here: add_<stage>_parser(sub) sets func and default_out.
+PARSERS = [add_codec_parser, add_vocoder_parser, add_tts_parser]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m muomni.evaluate", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in PARSERS:
+        add(sub)
+    args = parser.parse_args(argv)
+    report = args.func(args)
+    out = Path(args.out) if args.out else Path(args.default_out(args))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""RVQ mel codec: 5-frame log-mel patches (80 ms) <-> n_q discrete codes per code frame (DESIGN.md sections 3-4).
+
+mel (B, T, 128) --standardise per bin--> patches (B, T//5, 5*128) --linear + residual convs along the
+code-frame axis--> latent (B, T//5, latent_dim) --residual VQ--> codes (B, T//5, n_q)
+--residual convs + linear--> 5 mel frames per code frame --un-standardise--> mel (B, 5*(T//5), 128).
+
+Quantizing patches instead of 80 ms-hop mels keeps the 16 ms hop the vocoder needs; the convolutions give
+every code frame its neighbours as context (SoundStream/EnCodec use the same encoder -> RVQ -> decoder
+shape on waveforms). Trailing mel frames that do not fill a whole patch are dropped by ``encode``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from muomni.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
+from muomni.config import ConfigError, config_from_dict, config_to_dict
+from muomni.models.quantize import QuantizedResult, ResidualVQ, codebook_usage
+
+FRAMES_PER_TOKEN = 5  # 5 mel frames of 16 ms = one 80 ms code frame (12.5 code frames/s)
+
+
+@dataclass
+class CodecConfig:
+    n_mels: int = N_MELS
+    frames_per_token: int = FRAMES_PER_TOKEN
+    hidden_dim: int = 128  # channels of the convolution stacks
+    latent_dim: int = 64  # encoder output / decoder input, the space the RVQ works in
+    kernel_size: int = 3
+    n_blocks: int = 2  # residual conv blocks in the encoder and again in the decoder
+    dilations: list[int] = field(default_factory=lambda: [1, 2])  # cycled over the blocks
+    n_codebooks: int = 2
+    codebook_size: int = 128
+    codebook_dim: int = 64  # each quantizer projects latent_dim -> codebook_dim -> latent_dim
+    ema_decay: float = 0.99
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 0.05  # fraction of the uniform usage under which a code is replaced
+
+    def __post_init__(self):
+        for name in ("hidden_dim", "latent_dim", "kernel_size", "n_codebooks", "codebook_size", "codebook_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.kernel_size % 2 == 0:
+            raise ConfigError(f"model.kernel_size must be odd (same-length convolutions), got {self.kernel_size}")
+        if self.codebook_size > 32768:
+            raise ConfigError(f"model.codebook_size {self.codebook_size} > 32768 does not fit the int16 code cache")
+        if not self.dilations or min(self.dilations) < 1:
+            raise ConfigError(f"model.dilations must be a non-empty list of ints >= 1, got {self.dilations}")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"model.ema_decay must be in (0, 1), got {self.ema_decay}")
+
+    # Derived quantities are properties, so that config_to_dict -> config_from_dict round-trips.
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second (12.5 for 5 frames of 16 ms)."""
+        return SAMPLE_RATE / HOP_LENGTH / self.frames_per_token
+
+    @property
+    def bitrate(self) -> float:
+        """Bits per second: frame_rate * n_q * log2(codebook_size)."""
+        return self.frame_rate * self.n_codebooks * math.log2(self.codebook_size)
+
+
+@dataclass
+class CodecOutput:
+    mel: torch.Tensor  # (B, 5*T_frames, 128) reconstruction, log-mel scale
+    codes: torch.Tensor  # (B, T_frames, n_q) int64
+    losses: dict[str, torch.Tensor]  # "recon" (MSE, standardised scale), "commit"
+    replaced: int = 0  # dead codes replaced in this call (training only)
+
+
+class ResBlock(nn.Module):
+    """x + conv1x1(GELU(conv_k(GELU(x)))) along the code-frame axis, same length."""
+
+    def __init__(self, dim: int, kernel_size: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv1d(dim, dim, kernel_size, dilation=dilation, padding=dilation * (kernel_size // 2))
+        self.proj = nn.Conv1d(dim, dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T)
+        return x + self.proj(F.gelu(self.conv(F.gelu(x))))
+
+
+class ConvStack(nn.Module):
+    """Linear in -> residual convs along time -> linear out, on (B, T, C) tensors."""
+
+    def __init__(self, d_in: int, d_out: int, cfg: CodecConfig):
+        super().__init__()
+        self.inp = nn.Linear(d_in, cfg.hidden_dim)
+        dil = cfg.dilations
+        self.blocks = nn.Sequential(*(ResBlock(cfg.hidden_dim, cfg.kernel_size, dil[i % len(dil)])
+                                      for i in range(cfg.n_blocks)))
+        self.norm = nn.LayerNorm(cfg.hidden_dim)
+        self.out = nn.Linear(cfg.hidden_dim, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d_in) -> (B, T, d_out)
+        h = self.blocks(self.inp(x).transpose(1, 2)).transpose(1, 2)
+        return self.out(F.gelu(self.norm(h)))
+
+
+class CodecModel(nn.Module):
+    def __init__(self, cfg: CodecConfig):
+        super().__init__()
+        self.cfg = cfg
+        patch = cfg.frames_per_token * cfg.n_mels
+        # Per-bin statistics of the training log-mels; set once from the dataset by set_stats().
+        self.register_buffer("mel_mean", torch.zeros(cfg.n_mels))
+        self.register_buffer("mel_std", torch.ones(cfg.n_mels))
+        self.encoder = ConvStack(patch, cfg.latent_dim, cfg)
+        self.rvq = ResidualVQ(cfg.n_codebooks, dim=cfg.latent_dim, codebook_dim=cfg.codebook_dim,
+                              size=cfg.codebook_size, decay=cfg.ema_decay, kmeans_iters=cfg.kmeans_iters,
+                              dead_threshold=cfg.dead_code_threshold)
+        self.decoder = ConvStack(cfg.latent_dim, patch, cfg)
+
+    @torch.no_grad()
+    def set_stats(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Per-bin mean and std (128,) of the training log-mels."""
+        self.mel_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.mel_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-3))
+
+    def _patches(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (B, T, 128) -> standardised patches (B, T//5, 5*128); trailing frames dropped."""
+        if mel.dim() != 3 or mel.shape[-1] != self.cfg.n_mels:
+            raise ValueError(f"codec expects a log-mel (B, T, {self.cfg.n_mels}), got shape {tuple(mel.shape)}")
+        n = self.cfg.frames_per_token
+        if mel.shape[1] < n:
+            raise ValueError(f"mel has {mel.shape[1]} frames, fewer than one code frame ({n} frames = 80 ms)")
+        if not torch.isfinite(mel).all():
+            raise ValueError("mel contains NaN or infinite values; the codec cannot encode it")
+        t = mel.shape[1] // n
+        z = (mel[:, : t * n].float() - self.mel_mean) / self.mel_std
+        return z.reshape(mel.shape[0], t, n * self.cfg.n_mels)
+
+    def _unpatch(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, T_frames, 5*128) standardised -> (B, 5*T_frames, 128) standardised."""
+        return patches.reshape(patches.shape[0], -1, self.cfg.n_mels)
+
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (B, T, 128) -> codes (B, T//5, n_q) int64. Trailing T % 5 frames are dropped."""
+        return self.rvq.encode(self.encoder(self._patches(mel)))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, T_frames, n_q) -> mel (B, 5*T_frames, 128) on the log-mel scale."""
+        z = self._unpatch(self.decoder(self.rvq.decode(codes)).float())
+        return z * self.mel_std + self.mel_mean
+
+    def forward(self, mel: torch.Tensor) -> CodecOutput:
+        """Reconstruction, codes and named losses; in eval mode ``mel`` equals decode(encode(mel))."""
+        target = self._patches(mel)  # (B, T_frames, 640) standardised
+        vq: QuantizedResult = self.rvq(self.encoder(target))
+        recon = self.decoder(vq.quantized).float()  # (B, T_frames, 640)
+        losses = {"recon": F.mse_loss(recon, target), "commit": vq.commit_loss}
+        mel_hat = self._unpatch(recon) * self.mel_std + self.mel_mean
+        return CodecOutput(mel_hat, vq.codes, losses, vq.replaced)
+
+    def usage(self, codes: torch.Tensor) -> tuple[list[float], list[float]]:
+        """Per-codebook fraction of codes used and perplexity over codes (..., n_q)."""
+        return codebook_usage(codes, self.cfg.codebook_size)
+
+
+# ------------------------------------------------------------ checkpoint <-> model (no I/O in the class)
+
+
+def codec_to_dict(model: CodecModel) -> dict:
+    """Plain payload that rebuilds the codec alone: {"config": dict, "model": state_dict}."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return {"config": config_to_dict(model.cfg), "model": state}
+
+
+def codec_from_dict(d: dict, source: str = "checkpoint") -> CodecModel:
+    """Inverse of codec_to_dict (also accepts a codec-stage checkpoint payload); returns the model in eval mode."""
+    cfg_dict = d.get("config", {})
+    if "model" in cfg_dict and isinstance(cfg_dict["model"], dict):  # a full run config: take its model section
+        cfg_dict = cfg_dict["model"]
+    cfg = config_from_dict({"model": cfg_dict}, _CodecSchema, source=source).model
+    model = CodecModel(cfg)
+    state = d.get("model")
+    if not isinstance(state, dict):
+        raise ConfigError(f"{source}: no codec weights (key 'model') in the payload")
+    expected = model.state_dict()
+    for key in expected:
+        if key not in state:
+            raise ConfigError(f"{source}: codec weights lack '{key}' (was it saved by another model?)")
+        if tuple(state[key].shape) != tuple(expected[key].shape):
+            raise ConfigError(f"{source}: '{key}' has shape {tuple(state[key].shape)}, the config implies "
+                              f"{tuple(expected[key].shape)}")
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise ConfigError(f"{source}: unexpected key '{extra[0]}' in codec weights")
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def load_codec(path: str | Path, device: str | torch.device = "cpu") -> CodecModel:
+    """A codec checkpoint written by train_codec.py -> CodecModel in eval mode on ``device``."""
+    from muomni.training import load_checkpoint
+
+    payload = load_checkpoint(path, stage="codec")
+    return codec_from_dict(payload, source=str(path)).to(device)
+
+
+def codec_hash(model: CodecModel) -> str:
+    """sha256 of the codec's config and weights: identifies the codes it produces."""
+    h = hashlib.sha256(repr(sorted(config_to_dict(model.cfg).items())).encode())
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class _CodecSchema:
+    model: CodecConfig = field(default_factory=CodecConfig)

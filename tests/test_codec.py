@@ -1,0 +1,196 @@
+"""RVQ codec: invariants of the model, the quantizer's codebook upkeep, training end to end, pre-tokenization."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from muomni.config import ConfigError
+from muomni.data import tokenize as tok
+from muomni.models.codec import CodecConfig, CodecModel, codec_from_dict, codec_hash, codec_to_dict, load_codec
+from muomni.models.quantize import EuclideanCodebook, codebook_usage
+from muomni.training import CheckpointError, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("train_codec", ROOT / "train_codec.py")
+train_codec = sys.modules.setdefault("train_codec", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(train_codec)
+
+TINY = dict(hidden_dim=16, latent_dim=8, n_blocks=1, n_codebooks=3, codebook_size=16, codebook_dim=8)
+
+
+def trained_a_little(cfg: CodecConfig, steps: int = 3) -> CodecModel:
+    torch.manual_seed(0)
+    model = CodecModel(cfg)
+    for _ in range(steps):  # k-means init + EMA updates
+        model(torch.randn(4, 40, 128))
+    return model.eval()
+
+
+@pytest.mark.parametrize("extra", [{}, {"codebook_dim": 4}, {"kernel_size": 5, "dilations": [1, 3]}],
+                         ids=["same-dim", "projected-codebook", "wide-kernel"])
+def test_eval_forward_equals_decode_of_encode(extra):
+    model = trained_a_little(CodecConfig(**{**TINY, **extra}))
+    mel = torch.randn(2, 53, 128)
+    with torch.no_grad():
+        out = model(mel)
+        codes = model.encode(mel)
+        torch.testing.assert_close(out.codes, codes, rtol=0, atol=0)
+        torch.testing.assert_close(out.mel, model.decode(codes))
+
+
+def test_codes_shape_dtype_range_and_trailing_frames_dropped():
+    model = trained_a_little(CodecConfig(**TINY))
+    codes = model.encode(torch.randn(2, 53, 128))
+    assert codes.shape == (2, 10, 3) and codes.dtype == torch.int64  # 53 // 5 = 10 code frames
+    assert 0 <= int(codes.min()) and int(codes.max()) < 16
+    assert model.decode(codes).shape == (2, 50, 128)
+
+
+def test_bad_mels_give_clear_errors():
+    model = CodecModel(CodecConfig(**TINY)).eval()
+    mel = torch.randn(1, 20, 128)
+    mel[0, 3, 7] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model.encode(mel)
+    with pytest.raises(ValueError, match="fewer than one code frame"):
+        model.encode(torch.randn(1, 4, 128))
+
+
+def test_kmeans_init_uses_the_codebook():
+    torch.manual_seed(0)
+    book = EuclideanCodebook(dim=4, size=16, decay=0.9, kmeans_iters=10, dead_threshold=0.1)
+    x = torch.randn(512, 4)
+    book.init_(x)
+    usage, _ = codebook_usage(book.encode(x)[:, None], 16)
+    assert usage[0] >= 0.9
+
+
+def test_dead_codes_are_replaced_by_recent_latents():
+    torch.manual_seed(0)
+    book = EuclideanCodebook(dim=4, size=16, decay=0.9, kmeans_iters=10, dead_threshold=0.1)
+    x = torch.randn(512, 4)
+    book.init_(x)
+    book.embed[1:] = 100.0  # collapse: one live code, fifteen far away from every latent
+    book.cluster_size.zero_()
+    book.cluster_size[0] = 512.0
+    assert codebook_usage(book.encode(x)[:, None], 16)[0][0] == 1 / 16
+    replaced = sum(book.update_(x, book.encode(x)) for _ in range(5))
+    assert replaced >= 15
+    assert codebook_usage(book.encode(x)[:, None], 16)[0][0] >= 0.8
+
+
+def test_checkpoint_payload_round_trip_and_mismatches(tmp_path):
+    model = trained_a_little(CodecConfig(**TINY))
+    payload = codec_to_dict(model)
+    again = codec_from_dict(payload)
+    mel = torch.randn(1, 25, 128)
+    torch.testing.assert_close(again.decode(again.encode(mel)), model.decode(model.encode(mel)))
+    with pytest.raises(ConfigError, match="n_layers"):
+        codec_from_dict({**payload, "config": {**payload["config"], "n_layers": 2}})
+    with pytest.raises(ConfigError, match="rvq.layers.0.codebook.embed"):
+        codec_from_dict({**payload, "config": {**payload["config"], "codebook_size": 32}})
+    save_checkpoint(tmp_path / "vocoder.pt", {"stage": "vocoder", **payload})
+    with pytest.raises(CheckpointError, match="vocoder checkpoint"):
+        load_codec(tmp_path / "vocoder.pt")
+
+
+class FakeMels:
+    def __init__(self, mels: list[np.ndarray]):
+        self.mels = mels
+
+    def get(self, i: int) -> np.ndarray:
+        return self.mels[i]
+
+
+class FakeItem:
+    def __init__(self, i: int):
+        self.id = f"utt{i}"
+
+
+def test_code_cache_is_rebuilt_for_another_codec(tmp_path, capsys):
+    model = trained_a_little(CodecConfig(**TINY))
+    rng = np.random.default_rng(0)
+    mels = FakeMels([rng.standard_normal((n, 128)).astype(np.float32) for n in (23, 40, 5)])
+    items = [FakeItem(i) for i in range(3)]
+    first_hash = codec_hash(model)
+    cache = tok.tokenize(model, items, mels, tmp_path, first_hash, progress=False)
+    assert cache.lengths.tolist() == [5, 8, 1]  # padded to whole code frames
+    np.testing.assert_array_equal(cache.get(1), model.encode(torch.from_numpy(mels.get(1))[None])[0].numpy())
+    tok.tokenize(model, items, mels, tmp_path, first_hash, progress=False)
+    assert "up to date" in capsys.readouterr().err
+    with torch.no_grad():
+        model.decoder.out.bias.add_(1.0)  # another codec
+    second_hash = codec_hash(model)
+    assert second_hash != first_hash
+    tok.tokenize(model, items, mels, tmp_path, second_hash, progress=False)
+    assert "codec changed" in capsys.readouterr().err
+    with pytest.raises(tok.CodecMismatchError, match=first_hash[:16]) as err:
+        tok.load_codes(tmp_path, first_hash)
+    assert "codes.json" in str(err.value) and second_hash[:16] in str(err.value)
+    assert tok.load_codes(tmp_path, second_hash).codec_hash == second_hash
+
+
+# ---------------------------------------------------------------- end to end on a real flite corpus
+
+
+def _train(flite_corpus: Path, out: Path, *extra: str, sets: tuple[str, ...] = ()) -> None:
+    train_codec.main([
+        "--config", str(ROOT / "configs" / "codec_tiny.json"), "--device", "cpu", *extra, "--set",
+        f"data.path={flite_corpus}", f"train.out_dir={out}", "train.run_name=run", "train.steps=4",
+        "train.batch_size=4", "train.crop_frames=4", "train.log_every=1", "train.eval_every=2",
+        "train.save_every=2", "train.sample_every=4", "train.warmup_steps=1",
+        "model.hidden_dim=16", "model.latent_dim=8", "model.codebook_dim=8", "model.codebook_size=16", *sets,
+    ])
+
+
+def _losses(run: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["split"] == "train"}
+
+
+@pytest.fixture(scope="module")
+def trained_run(flite_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("codec_runs")
+    _train(flite_corpus, out)
+    return out / "run"
+
+
+def test_train_codec_end_to_end(trained_run: Path):
+    assert (trained_run / "step_00000004.pt").is_file() and (trained_run / "best.pt").is_file()
+    stats = json.loads((trained_run / "stats.json").read_text())
+    assert len(stats["mel_mean"]) == 128 and min(stats["mel_std"]) > 0
+    samples = trained_run / "samples" / "step_00000004"
+    assert list(samples.glob("*.png")) and list(samples.glob("*_codec.wav"))
+    heldout = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
+               if '"heldout"' in line]
+    assert {"mse", "mse_raw", "usage_0", "perplexity_1", "replaced_codes"} <= set(heldout[-1])
+    codec = load_codec(trained_run / "best.pt")
+    assert not codec.training and codec.cfg.codebook_size == 16
+    torch.testing.assert_close(codec.mel_mean, torch.tensor(stats["mel_mean"]))
+
+
+def test_resume_continues_the_same_loss_curve(trained_run: Path, flite_corpus: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("step_00000002.pt", "stats.json", "metrics.jsonl"):
+        (run / name).write_bytes((trained_run / name).read_bytes())
+    _train(flite_corpus, tmp_path, "--resume", sets=("train.sample_every=100",))
+    expected, resumed = _losses(trained_run), _losses(run)
+    assert sorted(resumed) == [1, 2, 3, 4]
+    for step in (3, 4):
+        assert resumed[step] == pytest.approx(expected[step], rel=1e-5)
+
+
+def test_tokenize_cli_on_the_trained_codec(trained_run: Path, flite_corpus: Path, tmp_path: Path):
+    cache = tok.main(["--codec", str(trained_run / "best.pt"), "--data", str(flite_corpus), "--out",
+                      str(tmp_path / "codes")])
+    codec = load_codec(trained_run / "best.pt")
+    assert len(cache) > 0 and cache.get(0).shape[1] == codec.cfg.n_codebooks
+    assert tok.load_codes(tmp_path / "codes", codec_hash(codec)).ids == cache.ids

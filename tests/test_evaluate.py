@@ -1,0 +1,50 @@
+"""Objective metrics: word error rate arithmetic and the pocketsphinx recogniser on real flite speech."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from muomni import evaluate
+from muomni.audio import load_audio
+
+
+@pytest.mark.parametrize(
+    ("refs", "hyps", "expected"),
+    [
+        (["the cat sat"], ["the cat sat"], 0.0),
+        (["The cat, sat!"], ["the cat sat"], 0.0),  # case and punctuation do not count
+        (["the cat sat"], ["the bat sat"], 1 / 3),  # one substitution
+        (["the cat sat"], ["the sat"], 1 / 3),  # one deletion
+        (["the cat sat"], ["oh the cat sat down"], 2 / 3),  # two insertions
+        (["the cat sat", "a dog"], ["", "a dog"], 3 / 5),  # corpus level: total edits / total words
+        (["a b"], ["b a"], 1.0),
+    ],
+    ids=["exact", "normalised", "substitution", "deletion", "insertions", "corpus-level", "swap"],
+)
+def test_word_error_rate(refs, hyps, expected):
+    assert evaluate.word_error_rate(refs, hyps) == pytest.approx(expected)
+
+
+def test_word_error_rate_needs_pairs():
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        evaluate.word_error_rate(["a", "b"], ["a"])
+
+
+def test_pocketsphinx_transcribes_flite_speech(tmp_path):
+    if shutil.which("flite") is None:
+        pytest.fail("flite is needed: sudo apt-get install flite")
+    text = "The farmer carried the long road in the rain."
+    subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(tmp_path / "a.wav")], check=True)
+    hyp = evaluate.transcribe([load_audio(tmp_path / "a.wav")])
+    assert evaluate.word_error_rate([text], hyp) < 0.5
+
+
+def test_missing_pocketsphinx_names_the_extra(monkeypatch):
+    monkeypatch.setattr(evaluate, "_DECODER", None)
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)
+    with pytest.raises(ImportError, match=r"pip install muomni\[eval\]"):
+        evaluate.transcribe([])

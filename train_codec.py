@@ -1,0 +1,208 @@
+"""Train the RVQ mel codec (DESIGN.md section 4): log-mel patches <-> n_q codes per 80 ms code frame.
+
+    python train_codec.py --config configs/codec_tiny.json
+    python train_codec.py --config configs/codec_tiny.json --resume
+    python train_codec.py --config configs/codec_base.json --set train.steps=2000 model.codebook_size=256
+
+Batches are random crops of ``train.crop_frames`` code frames (short items are padded with silence; an
+item shorter than one code frame is skipped with a warning). The per-bin mean/std of the training mels is
+computed once and kept in the run's stats.json and in the codec's buffers. Held-out metrics every
+``eval_every`` steps, original vs reconstructed mel pictures and Griffin-Lim wavs every ``sample_every``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from muomni.audio import LOG_FLOOR, mel_to_png, save_wav
+from muomni.config import DataConfig, TrainConfig
+from muomni.data import load_corpus, mel_cache
+from muomni.data.tokenize import mel_cache_dir
+from muomni.evaluate import griffin_lim
+from muomni.models.codec import CodecConfig, CodecModel
+from muomni.training import (
+    BatchOrder,
+    Run,
+    add_run_args,
+    autocast,
+    load_run_config,
+    lr_lambda,
+    make_grad_scaler,
+    write_json,
+)
+
+
+@dataclass
+class CodecTrainConfig(TrainConfig):
+    crop_frames: int = 16  # code frames per training crop (16 x 80 ms = 1.28 s)
+    loss_weights: dict = field(default_factory=lambda: {"recon": 1.0, "commit": 0.25})
+    eval_items: int = 0  # held-out utterances scored at each evaluation (0 = all)
+    sample_items: int = 2  # held-out utterances rendered at each sample step
+    griffin_lim_iters: int = 32
+
+
+@dataclass
+class CodecRun:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: CodecConfig = field(default_factory=CodecConfig)
+    train: CodecTrainConfig = field(default_factory=CodecTrainConfig)
+
+
+def usable(cache, items: list, frames_per_token: int, run: Run) -> list[int]:
+    """Indices of cached mels holding at least one whole code frame; the others are skipped with a warning."""
+    keep = []
+    for i, n in enumerate(cache.lengths):
+        if n >= frames_per_token:
+            keep.append(i)
+        else:
+            run.warn(f"skipping {items[i].id}: {n} mel frames, fewer than one code frame ({frames_per_token})")
+    return keep
+
+
+def mel_stats(run: Run, cache, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and std (128,) of the training mels, computed once and cached in stats.json."""
+    stats = run.read_stats()
+    if "mel_mean" not in stats:
+        total = np.zeros(128, np.float64)
+        total_sq = np.zeros(128, np.float64)
+        count = 0
+        for i in indices:
+            mel = cache.get(i).astype(np.float64)
+            total, total_sq, count = total + mel.sum(0), total_sq + (mel**2).sum(0), count + len(mel)
+        mean = total / count
+        stats.update(mel_mean=mean.tolist(), mel_std=np.sqrt(np.maximum(total_sq / count - mean**2, 0)).tolist())
+        run.write_stats(stats)
+    return torch.tensor(stats["mel_mean"]), torch.tensor(stats["mel_std"])
+
+
+def crop_batch(cache, indices: list[int], frames: int, rng: np.random.Generator) -> torch.Tensor:
+    """Random crops of ``frames`` mel frames (B, frames, 128); short items padded with silence (log floor)."""
+    batch = np.full((len(indices), frames, 128), math.log(LOG_FLOOR), dtype=np.float32)
+    for b, i in enumerate(indices):
+        mel = cache.get(i)
+        start = int(rng.integers(0, max(len(mel) - frames, 0) + 1))
+        crop = mel[start:start + frames]
+        batch[b, : len(crop)] = crop
+    return torch.from_numpy(batch)
+
+
+@torch.no_grad()
+def evaluate(model: CodecModel, cache, indices: list[int], device: torch.device) -> dict[str, float]:
+    """Held-out log-mel MSE (standardised and raw) and per-codebook usage (% of codes) and perplexity."""
+    model.eval()
+    se = se_raw = count = 0.0
+    codes = []
+    for i in indices:
+        mel = torch.from_numpy(cache.get(i))[None].to(device)  # (1, T, 128)
+        out = model(mel)
+        target = mel[:, : out.mel.shape[1]]
+        se += float(out.losses["recon"]) * target.numel()
+        se_raw += float((out.mel - target).pow(2).sum())
+        count += target.numel()
+        codes.append(out.codes[0])
+    model.train()
+    usage, perplexity = model.usage(torch.cat(codes))
+    metrics = {"mse": se / count, "mse_raw": se_raw / count}
+    for q, (u, p) in enumerate(zip(usage, perplexity)):
+        metrics[f"usage_{q}"], metrics[f"perplexity_{q}"] = 100 * u, p
+    return metrics
+
+
+@torch.no_grad()
+def write_samples(run: Run, step: int, model: CodecModel, cache, items: list, indices: list[int],
+                  n_iter: int) -> None:
+    """Original vs reconstructed mel picture and both as Griffin-Lim wavs, per held-out item."""
+    model.eval()
+    folder, info = run.sample_dir(step), []
+    for k, i in enumerate(indices):
+        mel = torch.from_numpy(cache.get(i))[None].to(next(model.parameters()).device)
+        rec = model(mel).mel[0].cpu()  # (5*T_frames, 128)
+        mel = mel[0, : rec.shape[0]].cpu()
+        name = f"{k:02d}_{items[i].id}"
+        mel_to_png(folder / f"{name}.png", [mel, rec], [f"{items[i].id}: original", f"codec, step {step}"])
+        save_wav(folder / f"{name}_original.wav", griffin_lim(mel, n_iter))
+        save_wav(folder / f"{name}_codec.wav", griffin_lim(rec, n_iter))
+        info.append({"id": items[i].id, "text": items[i].text, "mse_raw": float((rec - mel).pow(2).mean())})
+    write_json(folder / "info.json", {"step": step, "items": info})
+    model.train()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = add_run_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    args = parser.parse_args(argv)
+    cfg: CodecRun = load_run_config(args, CodecRun)
+    run = Run(cfg, "codec", args)
+    tc, device, per = cfg.train, run.device, cfg.model.frames_per_token
+
+    # ---- data: mel caches, usable items, dataset statistics
+    corpus = load_corpus(cfg.data)
+    train_mels = mel_cache(corpus.train, mel_cache_dir(cfg.data.path), "train")
+    held_mels = mel_cache(corpus.heldout, mel_cache_dir(cfg.data.path), "heldout")
+    train_idx = usable(train_mels, corpus.train, per, run)
+    held_idx = usable(held_mels, corpus.heldout, per, run)
+    if not train_idx:
+        raise SystemExit(f"{cfg.data.path}: no training utterance holds a whole code frame ({per} mel frames)")
+    eval_idx = held_idx[: tc.eval_items] if tc.eval_items else held_idx
+    mean, std = mel_stats(run, train_mels, train_idx)
+
+    # ---- model, optimizer, schedule
+    model = CodecModel(cfg.model).to(device)
+    model.set_stats(mean, std)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc))
+    scaler = make_grad_scaler(device, tc.amp)
+    order = BatchOrder(len(train_idx), tc.batch_size, tc.seed)
+    objects = {"model": model, "optim": opt, "sched": sched, "scaler": scaler, "order": order}
+    run.load_init({"model": model})
+    step = run.restore(run.resume_payload(), objects)
+    run.info(f"{len(train_idx)} train / {len(held_idx)} held-out utterances; {cfg.model.n_codebooks} x "
+             f"{cfg.model.codebook_size} codes = {cfg.model.bitrate:.0f} bit/s; "
+             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {device}")
+
+    # ---- loop
+    weights, replaced, metric = tc.loss_weights, 0, None
+    bar = run.progress(step, tc.steps)
+    model.train()
+    while step < tc.steps and not run.stop_requested:
+        rng = np.random.default_rng([tc.seed, step])  # crops depend on (seed, step) alone: exact resume
+        mel = crop_batch(train_mels, [train_idx[j] for j in order.next()], tc.crop_frames * per, rng)
+        with autocast(device, tc.amp):
+            out = model(mel.to(device))
+        loss = sum(weights[name] * value for name, value in out.losses.items())
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        if run.check_step(step, loss, grad_norm):
+            scaler.step(opt)
+            scaler.update()
+        sched.step()
+        step += 1
+        bar.update(1)
+        replaced += out.replaced
+        if step % tc.log_every == 0:
+            run.log(step, {"loss": loss.item(), **{k: v.item() for k, v in out.losses.items()},
+                           "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm)})
+        if eval_idx and (step % tc.eval_every == 0 or step == tc.steps):
+            metrics = evaluate(model, held_mels, eval_idx, device)
+            metric = metrics["mse"]
+            run.log(step, {**metrics, "replaced_codes": replaced}, split="heldout")
+            replaced = 0
+        if held_idx and step % tc.sample_every == 0:
+            write_samples(run, step, model, held_mels, corpus.heldout, held_idx[: tc.sample_items],
+                          tc.griffin_lim_iters)
+        if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:
+            run.save(step, objects, metric=metric)
+    run.close()
+    if run.stop_requested:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
