@@ -1,0 +1,61 @@
+"""Depth decoder: codebooks 1..n_q-1 of one frame given the Talker's hidden state and codebook 0.
+
+As in CSM / Marvis (Sesame 2025): a small causal transformer runs along the codebook axis of a
+single frame, so residual codebooks are predicted conditioned on the coarser ones instead of
+independently. It trains on a random ``decoder_fraction`` of the frames only, which keeps its cost
+a small part of a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DepthDecoder(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        from muomni.models.talker import Transformer
+
+        d = cfg.d_model
+        self.n_q, self.fraction = cfg.n_q, cfg.decoder_fraction
+        self.in_proj = nn.Linear(d, d)
+        self.code_emb = nn.ModuleList(nn.Embedding(cfg.codebook_size, d) for _ in range(cfg.n_q - 1))
+        self.transformer = Transformer(cfg, cfg.depth_layers)
+        self.heads = nn.ModuleList(nn.Linear(d, cfg.codebook_size, bias=False) for _ in range(cfg.n_q - 1))
+
+    def logits(self, h: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """h (M, D), given codebooks 0..k-1 (M, k) -> logits (M, k, K) for codebooks 1..k.
+
+        Position 0 holds the hidden state plus codebook 0, position i codebook i.
+        """
+        embs = [self.code_emb[i](codes[:, i]) for i in range(codes.shape[1])]
+        x = torch.stack([self.in_proj(h) + embs[0]] + embs[1:], dim=1)  # (M, k, D)
+        M, k, _ = x.shape
+        positions = torch.arange(k, device=h.device).expand(M, -1)
+        mask = torch.ones(k, k, dtype=torch.bool, device=h.device).tril()[None, None]
+        out = self.transformer(x, positions, mask)  # (M, k, D)
+        return torch.stack([self.heads[i](out[:, i]) for i in range(k)], dim=1)
+
+    def loss(self, h: torch.Tensor, codes: torch.Tensor, frame_ok: torch.Tensor):
+        """h (B, F, D), codes (B, F, n_q), frame_ok (B, F) -> per-codebook CE and accuracy lists (1..n_q-1)."""
+        pick = frame_ok & (torch.rand(frame_ok.shape, device=h.device) < self.fraction)
+        if not bool(pick.any()):
+            pick = frame_ok & (frame_ok.cumsum(1) == 1)  # at least one frame per item
+        logits = self.logits(h[pick], codes[pick][:, :-1])  # (M, n_q - 1, K)
+        target = codes[pick][:, 1:]  # (M, n_q - 1)
+        ce = [F.cross_entropy(logits[:, i].float(), target[:, i]) for i in range(self.n_q - 1)]
+        acc = [(logits[:, i].argmax(-1) == target[:, i]).float().mean() for i in range(self.n_q - 1)]
+        return ce, acc
+
+    @torch.no_grad()
+    def generate(self, h: torch.Tensor, c0: torch.Tensor, pick: Callable[[torch.Tensor], torch.Tensor]):
+        """h (B, D), c0 (B,) -> frame (B, n_q), sampling each codebook with pick(logits (B, K))."""
+        codes = c0[:, None]
+        for _ in range(1, self.n_q):
+            logits = self.logits(h, codes)  # (B, k, K)
+            codes = torch.cat([codes, pick(logits[:, codes.shape[1] - 1])[:, None]], dim=1)
+        return codes

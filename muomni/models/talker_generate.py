@@ -1,0 +1,197 @@
+"""Talker generation with a KV cache (gpt-fast style): logits_to_probs, sample, prefill, decode_one.
+
+Cache slots: text tokens 0..N-1 (padded to the batch's longest text), the start position at N,
+audio position t (input: frame t-1) at N + t. Padded text slots stay masked; rotary positions skip
+them, so a batched item decodes exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+from muomni.models.aligner import aligned_states, durations_from_prediction, durations_to_path
+from muomni.models.talker import Attention, KVCache, Talker
+
+
+def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                    top_p: float | None = None) -> torch.Tensor:
+    """logits (..., K) -> probabilities after temperature, top-k and nucleus (top-p, Holtzman et al. 2020)."""
+    logits = logits.float() / max(temperature, 1e-5)
+    if top_k is not None and top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0.0 < top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p (at least one)
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits.softmax(-1)
+
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (B, K) -> ids (B,); temperature 0 is greedy."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = logits_to_probs(logits, temperature, top_k, top_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@contextmanager
+def kv_caches(model: Talker, batch: int, max_seq: int):
+    """Attach preallocated caches to every decoder attention for the duration of the block."""
+    p = next(model.parameters())
+    attns = [m for m in model.decoder.modules() if isinstance(m, Attention)]
+    for a in attns:
+        a.kv_cache = KVCache(batch, a.n_kv_heads, max_seq, a.head_dim, dtype=p.dtype, device=p.device)
+    try:
+        yield
+    finally:
+        for a in attns:
+            a.kv_cache = None
+
+
+@dataclass
+class GenState:
+    text_lens: torch.Tensor  # (B,)
+    n_text: int  # text slots in the cache (0 without a text prefix)
+    speakers: torch.Tensor  # (B,)
+    aligned: torch.Tensor | None  # (B, n_frames.max() + 1, D) on the duration path
+    n_frames: torch.Tensor | None  # (B,) frame counts from the durations
+    durations: torch.Tensor | None  # (B, N)
+    key_ok: torch.Tensor  # (B, max_seq) bool: filled, non-padding slots
+
+
+def prefill(model: Talker, text, text_lens, speakers, max_seq: int, durations: torch.Tensor | None = None,
+            duration_scale: float = 1.0):
+    """Run the text prefix and the start position through the cached decoder.
+
+    text (B, N), text_lens (B,), speakers (B,); durations (B, N) sub-frames override the predictor.
+    -> (logits (B, n_heads, K) and stop logits (B,) for frame 0, hidden (B, D), GenState)
+    """
+    cfg = model.cfg
+    B, N = text.shape
+    prefix = model.encode_text(text, text_lens)  # (B, N, D)
+    aligned = n_frames = None
+    if model.aligner is not None:
+        S = cfg.sub_frames
+        if durations is None:
+            pred_dur = model.aligner.predict_durations(prefix, text_lens)
+            durations, n_frames = durations_from_prediction(pred_dur, text_lens, S, duration_scale)
+        else:
+            n_frames = (durations.sum(1) + S - 1) // S
+        n_max = int(n_frames.max())
+        path = durations_to_path(durations, n_max * S)
+        aligned = aligned_states(model.aligner, prefix, path, n_frames, n_max + 1)
+    n_text = N if cfg.text_prefix else 0
+    x = model.audio_inputs(text.new_zeros(B, 0, cfg.n_q), speakers, None if aligned is None else aligned[:, :1])
+    if n_text:
+        x = torch.cat([prefix, x], dim=1)  # (B, N + 1, D)
+    positions, mask = model.layout(text_lens, N, 1)
+    L = x.shape[1]
+    key_ok = torch.zeros(B, max_seq, dtype=torch.bool, device=text.device)
+    key_ok[:, :L] = mask[:, 0, -1]  # what the start position sees = the valid text slots + itself
+    full_mask = torch.zeros(B, 1, L, max_seq, dtype=torch.bool, device=text.device)
+    full_mask[..., :L] = mask
+    h = model.decoder(x, positions, full_mask, torch.arange(L, device=text.device))[:, -1]  # (B, D)
+    logits, stop = model.predict(h[:, None])
+    state = GenState(text_lens, n_text, speakers, aligned, n_frames, durations, key_ok)
+    return logits[:, 0], stop[:, 0], h, state
+
+
+def decode_one(model: Talker, state: GenState, frame: torch.Tensor, t: int | torch.Tensor, step=None):
+    """Feed frame t-1 (B, n_q) at audio position t -> logits (B, n_heads, K), stop (B,), hidden (B, D).
+
+    ``step`` is ``decode_step`` or its compiled form (``compiled_decode_step``). The position goes in
+    as a tensor, so a compiled step is traced once and replayed at every position.
+    """
+    pos = torch.as_tensor(t, device=frame.device).reshape(1)  # (1,)
+    slot = pos + state.n_text  # (1,) cache slot
+    state.key_ok.index_fill_(1, slot, True)  # outside the compiled step: it mutates no input
+    aligned = None
+    if state.aligned is not None:
+        aligned = state.aligned.index_select(1, pos.clamp(max=state.aligned.shape[1] - 1))  # (B, 1, D)
+    base = state.text_lens if state.n_text else torch.zeros_like(state.text_lens)
+    mask = state.key_ok[:, None, None]  # (B, 1, 1, max_seq); later slots are still False
+    return (step or decode_step)(model, frame, state.speakers, aligned, base[:, None] + pos, mask, slot)
+
+
+def decode_step(model: Talker, frame, speakers, aligned, positions, mask, slot):
+    """The fixed-shape core of one decoding step: frame (B, n_q), speakers (B,), aligned (B, 1, D) or None,
+    positions (B, 1), mask (B, 1, 1, max_seq), slot (1,) -> logits (B, n_heads, K), stop (B,), hidden (B, D)."""
+    x = model.audio_inputs(frame[:, None], speakers, None)[:, 1:]  # (B, 1, D): drop the start
+    if aligned is not None:
+        x = x + aligned
+    h = model.decoder(x, positions, mask, slot)[:, -1]
+    logits, stop = model.predict(h[:, None])
+    return logits[:, 0], stop[:, 0], h
+
+
+@cache
+def compiled_decode_step(device_type: str):
+    """decode_step under torch.compile: CUDA graphs ("reduce-overhead", the KV cache buffers are static)
+    on CUDA, the default mode elsewhere. Shapes are fixed by (batch, cache length), so it compiles
+    once per generation shape and never per position."""
+    return torch.compile(decode_step, mode="reduce-overhead" if device_type == "cuda" else "default")
+
+
+def pick_frame(model: Talker, logits, h, temperature, top_k, top_p, generator) -> torch.Tensor:
+    """Sample one frame (B, n_q) from the heads (and the depth decoder for codebooks 1..)."""
+    first = [sample(logits[:, k], temperature, top_k, top_p, generator) for k in range(logits.shape[1])]
+    if model.depth is None:
+        return torch.stack(first, dim=-1)
+    return model.depth.generate(h, first[0], lambda lg: sample(lg, temperature, top_k, top_p, generator))
+
+
+@torch.no_grad()
+def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor,
+             max_frames: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, generator: torch.Generator | None = None,
+             durations: torch.Tensor | None = None, duration_scale: float = 1.0, compile: bool = False):
+    """Batched generation -> codes (B, T, n_q) long, lengths (B,).
+
+    compile: run the decoding step compiled (``compiled_decode_step``; CUDA graphs on a GPU).
+
+    On the duration path the (predicted or given) durations fix each item's frame count, capped by
+    max_frames when given; otherwise an item ends at its first stop prediction or at max_frames
+    (default: 3 x the training max_frames).
+    """
+    cfg = model.cfg
+    B, N = text.shape
+    limit = max_frames or 3 * max(cfg.max_frames, 64)
+    if model.aligner is not None and not max_frames:  # the durations set the length: size the cache for them
+        enc = model.encode_text(text, text_lens)
+        if durations is None:
+            pred_dur = model.aligner.predict_durations(enc, text_lens)
+            durations = durations_from_prediction(pred_dur, text_lens, cfg.sub_frames, duration_scale)[0]
+        limit = int((durations.sum(1).max() + cfg.sub_frames - 1) // cfg.sub_frames)
+    max_seq = (N if cfg.text_prefix else 0) + limit + 1
+    step = compiled_decode_step(text.device.type) if compile else None
+    with kv_caches(model, B, max_seq):
+        logits, stop, h, state = prefill(model, text, text_lens, speakers, max_seq, durations, duration_scale)
+        if state.n_frames is not None:
+            lengths = state.n_frames.clamp(max=limit)
+            limit = int(lengths.max())
+        else:
+            lengths = torch.full((B,), limit, dtype=torch.long, device=text.device)
+        done = torch.zeros(B, dtype=torch.bool, device=text.device)
+        frames = []
+        for t in range(limit):
+            if state.n_frames is None:
+                ends = (stop > 0) & ~done
+                lengths = torch.where(ends, torch.full_like(lengths, t), lengths)
+                done |= ends
+            else:
+                done = lengths <= t
+            if bool(done.all()):
+                break
+            frame = pick_frame(model, logits, h, temperature, top_k, top_p, generator)  # (B, n_q)
+            frames.append(frame)
+            if t + 1 < limit:
+                logits, stop, h = decode_one(model, state, frame, t + 1, step)
+    codes = torch.stack(frames, dim=1) if frames else text.new_zeros(B, 0, cfg.n_q)
+    return codes, lengths.clamp(max=codes.shape[1])

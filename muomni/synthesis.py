@@ -1,0 +1,178 @@
+"""Synthesis: text -> codes -> mel -> wav. The last step, ``vocode``, lives here.
+
+``vocode`` uses a trained HiFi-GAN generator when one is given and falls back to Griffin-Lim
+(no training needed, lower quality) otherwise, saying so once per process.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from muomni.config import ConfigError, config_from_dict
+from muomni.models.griffinlim import mel_to_wav
+from muomni.models.hifigan import Generator, HiFiGANConfig
+from muomni.models.talker import TalkerConfig
+
+_WARNED_GRIFFIN_LIM = False
+
+
+@dataclass
+class _VocoderModel:
+    model: HiFiGANConfig = field(default_factory=HiFiGANConfig)
+
+
+def load_vocoder(path: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """The HiFi-GAN generator of a train_vocoder.py checkpoint, in eval mode with weight norm folded in.
+
+    Raises CheckpointError for a damaged file or a checkpoint of another stage.
+    """
+    from muomni.training import load_checkpoint
+
+    payload = load_checkpoint(path, stage="vocoder")
+    if "generator" not in payload:
+        raise ConfigError(f"{path}: vocoder checkpoint has no 'generator' weights")
+    cfg = config_from_dict({"model": payload["config"]["model"]}, _VocoderModel, source=str(path)).model
+    generator = Generator(cfg)
+    generator.load_state_dict(payload["generator"])
+    return generator.remove_weight_norm().eval().to(device)
+
+
+def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = 32) -> Tensor:
+    """log-mel (B, T, 128) or (T, 128) -> wav (B, T * 256) or (T * 256,).
+
+    vocoder: a HiFi-GAN generator (load_vocoder) or None for Griffin-Lim with n_iter iterations,
+    run on mel's device.
+    """
+    if vocoder is not None:
+        device = next(vocoder.parameters()).device
+        with torch.no_grad():
+            return vocoder(mel.to(device).float()).to(mel.device)
+    global _WARNED_GRIFFIN_LIM
+    if not _WARNED_GRIFFIN_LIM:
+        _WARNED_GRIFFIN_LIM = True
+        warnings.warn("no vocoder checkpoint given: using Griffin-Lim, which needs no training but sounds "
+                      "phasey and buzzy; train one with train_vocoder.py and pass it for better audio",
+                      stacklevel=2)
+    with torch.no_grad():
+        return mel_to_wav(mel.float(), n_iter=n_iter)
+
+
+# ---------------------------------------------------------------- text -> codes -> mel (the Talker)
+
+
+@dataclass
+class TalkerBundle:
+    """Everything a Talker checkpoint carries: the model, its codec, its text vocabulary, its speakers."""
+
+    model: nn.Module  # muomni.models.talker.Talker
+    codec: nn.Module  # muomni.models.codec.CodecModel
+    text: object  # muomni.text.TextProcessor
+    speakers: list[str]
+    step: int = 0
+
+
+@dataclass
+class _TalkerModel:
+    model: TalkerConfig = field(default_factory=TalkerConfig)
+
+
+def load_talker(path: str | Path, device: str | torch.device = "cpu") -> TalkerBundle:
+    """A train_talker.py checkpoint -> TalkerBundle in eval mode; needs no other file."""
+    from muomni.models.codec import codec_from_dict
+    from muomni.models.talker import Talker
+    from muomni.text import TextProcessor
+    from muomni.training import load_checkpoint
+
+    payload = load_checkpoint(path, stage="talker")
+    for key in ("model", "codec", "text"):
+        if key not in payload:
+            raise ConfigError(f"{path}: Talker checkpoint has no '{key}' entry (written by an older train_talker.py?)")
+    cfg = config_from_dict({"model": payload["config"]["model"]}, _TalkerModel, source=str(path)).model
+    model = Talker(cfg)
+    model.load_state_dict(payload["model"])
+    codec = codec_from_dict(payload["codec"], source=f"{path} (codec)")
+    return TalkerBundle(model.eval().to(device), codec.eval().to(device), TextProcessor.from_dict(payload["text"]),
+                        list(payload.get("speakers", [""])), int(payload.get("step", 0)))
+
+
+def _speaker_ids(bundle: TalkerBundle, speakers, n: int) -> list[int]:
+    n_spk = bundle.model.cfg.n_speakers
+    if speakers is None:
+        return [0] * n
+    speakers = [speakers] * n if isinstance(speakers, (int, str)) else list(speakers)
+    if len(speakers) != n:
+        raise ValueError(f"{len(speakers)} speakers given for {n} texts")
+    ids = []
+    for s in speakers:
+        if isinstance(s, str) and not s.lstrip("-").isdigit():
+            if s not in bundle.speakers:
+                raise ValueError(f"unknown speaker {s!r}; this Talker knows {bundle.speakers}")
+            ids.append(bundle.speakers.index(s))
+            continue
+        if not 0 <= int(s) < n_spk:
+            raise ValueError(f"speaker id {s} out of range: this Talker has {n_spk} speaker(s), ids 0..{n_spk - 1} "
+                             f"({bundle.speakers})")
+        ids.append(int(s))
+    return ids
+
+
+def encode_texts(bundle: TalkerBundle, texts: list[str]) -> tuple[Tensor, Tensor]:
+    """Token ids (B, N) padded with 0 and lengths (B,); refuses empty and too-long texts."""
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings")
+    limit = 2 * bundle.model.cfg.max_text if bundle.model.cfg.max_text else 10_000
+    ids = []
+    for t in texts:
+        tok = bundle.text.encode(t)  # ValueError on empty text; warns naming unknown characters
+        if len(tok) > limit:
+            raise ValueError(f"text too long: {len(tok)} tokens, this Talker reads at most {limit} (twice its "
+                             f"training max_text); split it into sentences: {t[:60]!r}...")
+        ids.append(tok)
+    lens = torch.tensor([len(t) for t in ids])
+    out = torch.zeros(len(ids), int(lens.max()), dtype=torch.long)
+    for i, t in enumerate(ids):
+        out[i, :len(t)] = torch.tensor(t)
+    return out, lens
+
+
+@torch.no_grad()
+def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, temperature: float = 0.0,
+                  top_k: int | None = None, top_p: float | None = None, seed: int | None = 0,
+                  max_frames: int | None = None, duration_scale: float = 1.0) -> list[Tensor]:
+    """texts -> codes, one (T, n_q) long tensor each (batched generation, seedable)."""
+    from muomni.models.talker_generate import generate
+
+    text, lens = encode_texts(bundle, texts)
+    spk = torch.tensor(_speaker_ids(bundle, speakers, len(texts)))
+    device = next(bundle.model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    codes, lengths = generate(bundle.model, text.to(device), lens.to(device), spk.to(device), max_frames=max_frames,
+                              temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
+                              duration_scale=duration_scale)
+    return [codes[i, :max(int(lengths[i]), 1)] for i in range(len(texts))]
+
+
+@torch.no_grad()
+def codes_to_mel(codec: nn.Module, codes: list[Tensor]) -> list[Tensor]:
+    """Codes (T, n_q) each -> log-mel (5 T, 128) each, through the codec's decoder."""
+    cb = codec.cfg.codebook_size
+    for c in codes:
+        if c.dim() != 2 or c.shape[1] != codec.cfg.n_codebooks or int(c.max()) >= cb or int(c.min()) < 0:
+            raise ValueError(f"codes of shape {tuple(c.shape)} (ids {int(c.min())}..{int(c.max())}) do not fit this "
+                             f"codec ({codec.cfg.n_codebooks} codebooks of {cb}): made by a different codec?")
+    return [codec.decode(c[None].to(next(codec.parameters()).device))[0] for c in codes]
+
+
+def synthesize(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
+               n_iter: int = 32, **generation) -> list:
+    """texts -> 16 kHz waveforms (numpy float32), text -> codes -> mel -> vocoder (Griffin-Lim without one).
+
+    generation: temperature, top_k, top_p, seed, max_frames, duration_scale (see text_to_codes).
+    """
+    mels = codes_to_mel(bundle.codec, text_to_codes(bundle, texts, speakers, **generation))
+    return [vocode(mel, vocoder, n_iter=n_iter).reshape(-1).cpu().numpy() for mel in mels]

@@ -1,0 +1,249 @@
+"""Talker training data: text ids and cached codes, fixed-shape or length-bucketed batches, samples.
+
+Fixed shapes (DESIGN.md section 5): every batch is padded to ``max_text`` tokens and ``max_frames``
+code frames, each the ``max_length_percentile`` percentile of the corpus rounded up to
+``length_multiple``, cached in the run's stats.json and overridable (model.max_text / max_frames).
+Longer items are truncated and counted: their audio then has no stop target and a free alignment end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from muomni.audio import load_audio, mel_to_png, save_wav
+
+
+def fixed_length(lengths: list[int], percentile: float, multiple: int) -> int:
+    """The percentile of lengths rounded up to a multiple (at least one multiple)."""
+    value = float(np.percentile(np.asarray(lengths), percentile)) if lengths else 1.0
+    return max(multiple, int(math.ceil(value / multiple)) * multiple)
+
+
+@dataclass
+class Utterance:
+    id: str
+    speaker: int
+    text: str
+    text_ids: np.ndarray  # (N,)
+    codes: np.ndarray  # (T, n_q)
+    path: str
+
+
+class BucketOrder:
+    """Dynamic batching: length-sorted items packed up to max_tokens padded positions per batch; the
+    batches are shuffled per epoch (deterministic per (seed, epoch), resumable like BatchOrder)."""
+
+    def __init__(self, costs: list[tuple[int, int]], max_tokens: int, seed: int, rank: int = 0, world: int = 1):
+        order = sorted(range(len(costs)), key=lambda i: (costs[i][1], costs[i][0]))
+        self.batches: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            width = max(costs[j][0] + costs[j][1] + 1 for j in cur + [i])
+            if cur and width * (len(cur) + 1) > max_tokens:
+                self.batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            self.batches.append(cur)
+        self.seed, self.epoch, self.pos = seed, 0, 0
+        self.rank, self.world = rank, world
+        self._perm = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.batches))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def next(self) -> list[int]:
+        if self.pos >= len(self.batches):
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._perm = self._permutation()
+        self.pos += 1
+        batch = self.batches[self._perm[self.pos - 1]]
+        return list(batch[self.rank::self.world]) or [batch[0]]  # a bucket smaller than world repeats an item
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos, "n": len(self.batches)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self._perm = self._permutation()
+
+
+class TalkerData:
+    def __init__(self, train: list[Utterance], heldout: list[Utterance], max_text: int, max_frames: int, tcfg,
+                 speakers: list[str]):
+        self.train, self.heldout = train, heldout
+        self.max_text, self.max_frames, self.tcfg, self.speakers = max_text, max_frames, tcfg, speakers
+        self.truncated = sum(self._truncates(u) for u in train)
+
+    @classmethod
+    def build(cls, cfg, corpus, codec, codec_hash: str, text, run) -> TalkerData:
+        from muomni.data.tokenize import default_codes_dir, load_codes
+
+        cache = load_codes(cfg.data.codes or default_codes_dir(cfg.data.path), codec_hash)
+        if cache.meta.get("n_codebooks") != codec.cfg.n_codebooks:
+            raise ValueError(f"{cache.path}: {cache.meta.get('n_codebooks')} codebooks, the codec has "
+                             f"{codec.cfg.n_codebooks}: codes from a different codec")
+        spk = {s: i for i, s in enumerate(corpus.speakers)}
+
+        def utterances(items) -> list[Utterance]:
+            out = []
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                for it in items:
+                    try:
+                        codes = cache.get(cache.index(it.id))
+                    except KeyError:
+                        raise ValueError(f"{it.id} is not in the code cache {cache.path}: re-run python -m muomni"
+                                         f".data.tokenize --codec {cfg.data.codec} --data {cfg.data.path}") from None
+                    if len(codes) and int(codes.max()) >= codec.cfg.codebook_size:
+                        raise ValueError(f"{it.id}: code id {int(codes.max())} >= codebook size "
+                                         f"{codec.cfg.codebook_size}: codes from a different codec")
+                    out.append(Utterance(it.id, spk.get(it.speaker, 0), it.text,
+                                         np.asarray(text.encode(it.text), dtype=np.int64), codes, it.path))
+            if caught:
+                run.warn(f"{len(caught)} texts have characters outside the vocabulary, e.g.: {caught[0].message}")
+            return out
+
+        train, heldout = utterances(corpus.train), utterances(corpus.heldout or corpus.train[:1])
+        stats, t = run.read_stats(), cfg.train
+        key = f"p{t.max_length_percentile:g}_m{t.length_multiple}"
+        if stats.get("lengths_key") != key:
+            stats.update({
+                "lengths_key": key,
+                "max_text": fixed_length([len(u.text_ids) for u in train], t.max_length_percentile, t.length_multiple),
+                "max_frames": fixed_length([len(u.codes) for u in train], t.max_length_percentile, t.length_multiple),
+            })
+        max_text = cfg.model.max_text or stats["max_text"]
+        max_frames = cfg.model.max_frames or stats["max_frames"]
+        data = cls(train, heldout, max_text, max_frames, t, corpus.speakers)
+        stats.update({"truncated_train_items": data.truncated, "train_items": len(train)})
+        run.write_stats(stats)
+        return data
+
+    # ---- lengths and batches
+
+    def _truncates(self, u: Utterance) -> bool:
+        return len(u.text_ids) > self.max_text or len(u.codes) > self.max_frames
+
+    def describe_truncation(self) -> str:
+        pct = 100 * self.truncated / max(len(self.train), 1)
+        return f"{self.truncated} of {len(self.train)} train items truncated ({pct:.1f}%)"
+
+    def batches_per_epoch(self) -> float:
+        if self.tcfg.batching == "dynamic":
+            return len(self.batch_order(0))
+        return len(self.train) / min(self.tcfg.batch_size, len(self.train))
+
+    def batch_order(self, seed: int, rank: int = 0, world: int = 1):
+        """Batches of item indices; under DDP, rank's share of each global batch (every world-th item)."""
+        from muomni.training import BatchOrder
+
+        if self.tcfg.batching == "dynamic":
+            costs = [(min(len(u.text_ids), self.max_text), min(len(u.codes), self.max_frames)) for u in self.train]
+            return BucketOrder(costs, self.tcfg.max_tokens, seed, rank, world)
+        return BatchOrder(len(self.train), self.tcfg.batch_size, seed, rank, world)
+
+    def heldout_batches(self, batch_size: int, n_batches: int) -> list[list[int]]:
+        idx = list(range(len(self.heldout)))
+        return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)][:n_batches]
+
+    def batch(self, idx: list[int], device, heldout: bool = False) -> dict[str, torch.Tensor]:
+        """Padded tensors for Talker.forward: text (B, max_text), codes (B, max_frames, n_q), lengths, ended."""
+        items = [(self.heldout if heldout else self.train)[i] for i in idx]
+        n_text, n_frames = self.max_text, self.max_frames
+        if self.tcfg.batching == "dynamic":  # pad to the batch's longest, rounded up to length_multiple
+            mult = self.tcfg.length_multiple
+            n_text = min(n_text, -(-max(len(u.text_ids) for u in items) // mult) * mult)
+            n_frames = min(n_frames, -(-max(len(u.codes) for u in items) // mult) * mult)
+        B, n_q = len(items), items[0].codes.shape[1]
+        text = torch.zeros(B, n_text, dtype=torch.long)
+        codes = torch.zeros(B, n_frames, n_q, dtype=torch.long)
+        text_lens, code_lens = torch.zeros(B, dtype=torch.long), torch.zeros(B, dtype=torch.long)
+        ended = torch.ones(B, dtype=torch.bool)
+        for i, u in enumerate(items):
+            nt, nf = len(u.text_ids), len(u.codes)
+            if nt > n_text:  # keep the audio that roughly goes with the text kept
+                nf = max(1, nf * n_text // nt)
+                nt, ended[i] = n_text, False
+            if nf > n_frames:
+                nf, ended[i] = n_frames, False
+            text[i, :nt] = torch.from_numpy(u.text_ids[:nt])
+            codes[i, :nf] = torch.from_numpy(u.codes[:nf])
+            text_lens[i], code_lens[i] = nt, nf
+        speakers = torch.tensor([u.speaker for u in items])
+        out = {"text": text, "text_lens": text_lens, "codes": codes, "code_lens": code_lens,
+               "speakers": speakers, "ended": ended}
+        return {k: v.to(device) for k, v in out.items()}
+
+    # ---- samples
+
+    def heldout_prompts(self, n: int) -> list[tuple[int, str]]:
+        return [(u.speaker, u.text) for u in self.heldout[:n]]
+
+    def write_ground_truth(self, folder: Path, codec, n: int) -> None:
+        """The original audio of the first held-out utterances and their codec reconstructions, once."""
+        from muomni.synthesis import codes_to_mel, vocode
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, u in enumerate(self.heldout[:n]):
+            save_wav(folder / f"{i:02d}_original.wav", load_audio(u.path))
+            mel = codes_to_mel(codec, [torch.from_numpy(u.codes)])[0]
+            save_wav(folder / f"{i:02d}_codec.wav", vocode(mel).reshape(-1))
+        (folder / "info.json").write_text(json.dumps(
+            [{"id": u.id, "speaker": u.speaker, "text": u.text} for u in self.heldout[:n]], indent=2) + "\n")
+
+    def write_samples(self, model, codec, text, prompts: list[tuple[int, str]], folder: Path, tcfg, step: int):
+        """Generate the prompts; write wavs (Griffin-Lim), one mel PNG and info.json into folder."""
+        from muomni.synthesis import TalkerBundle, codes_to_mel, text_to_codes, vocode
+
+        model.eval()
+        bundle = TalkerBundle(model, codec, text, self.speakers)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            codes = text_to_codes(bundle, [p[1] for p in prompts], [p[0] for p in prompts],
+                                  temperature=tcfg.sample_temperature, top_k=tcfg.sample_top_k or None,
+                                  top_p=tcfg.sample_top_p or None, seed=tcfg.sample_seed)
+            mels = codes_to_mel(codec, codes)
+            for i, mel in enumerate(mels):
+                save_wav(folder / f"{i:02d}.wav", vocode(mel).reshape(-1))
+        mel_to_png(folder / "mels.png", [m.cpu() for m in mels], [p[1][:80] for p in prompts])
+        info = [{"speaker": s, "text": t, "frames": int(len(c)), "seconds": len(c) * 0.08}
+                for (s, t), c in zip(prompts, codes)]
+        (folder / "info.json").write_text(json.dumps({"step": step, "samples": info}, indent=2) + "\n")
+        model.train()
+
+
+def read_prompts(lines: list[str], path: str, default: list[tuple[int, str]], speakers: list[str]):
+    """'speaker|text' lines (from the config and a file, '#' comments) -> [(speaker id, text)].
+
+    The speaker is a name from the corpus or an id; a line without '|' uses speaker 0.
+    """
+    raw = list(lines)
+    if path:
+        raw += Path(path).read_text(encoding="utf-8").splitlines()
+    out = []
+    for line in raw:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        spk, sep, txt = line.partition("|")
+        if not sep:
+            spk, txt = "0", line
+        if spk in speakers:
+            sid = speakers.index(spk)
+        elif spk.strip().isdigit() and int(spk) < max(len(speakers), 1):
+            sid = int(spk)
+        else:
+            raise ValueError(f"prompt {line!r}: unknown speaker {spk!r}; known: {speakers}")
+        out.append((sid, txt.strip()))
+    return out or default

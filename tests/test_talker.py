@@ -1,0 +1,235 @@
+"""Talker invariants on tiny models (CPU, seconds): cache == full forward, causality, one-step-ahead
+targets, padding-invariant loss, end-to-end training + resume, self-contained checkpoints, bad input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from muomni.models.aligner import durations_to_path, monotonic_alignment_search
+from muomni.models.talker import Talker, TalkerConfig
+from muomni.models.talker_generate import decode_one, generate, kv_caches, logits_to_probs, prefill
+
+VARIANTS = {
+    "duration_path": {},
+    "plain_decoder": {"duration_path": False},
+    "no_text_prefix": {"text_prefix": False},
+    "depth_decoder": {"n_q": 3, "depth_layers": 1, "decoder_fraction": 1.0},
+}
+
+
+def tiny(**kw) -> Talker:
+    torch.manual_seed(0)
+    args = dict(vocab_size=20, n_q=2, codebook_size=16, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                ffn_dim=64, encoder_layers=1)
+    return Talker(TalkerConfig(**{**args, **kw}))
+
+
+def toy_batch(n_q: int = 2, K: int = 16, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    text_lens, code_lens = torch.tensor([7, 5, 3]), torch.tensor([10, 8, 6])
+    text = torch.randint(2, 20, (3, 7), generator=g) * (torch.arange(7) < text_lens[:, None])
+    codes = torch.randint(0, K, (3, 10, n_q), generator=g) * (torch.arange(10) < code_lens[:, None])[..., None]
+    return {"text": text, "text_lens": text_lens, "codes": codes, "code_lens": code_lens,
+            "speakers": torch.zeros(3, dtype=torch.long)}
+
+
+@pytest.mark.parametrize("kw", VARIANTS.values(), ids=VARIANTS.keys())
+def test_cached_decoding_equals_full_forward(kw):
+    model = tiny(**kw).eval()
+    b = toy_batch(model.cfg.n_q)
+    with torch.no_grad():
+        out = model(**b)
+        max_seq = 7 + 10 + 1
+        with kv_caches(model, 3, max_seq):
+            logits, stop, _, state = prefill(model, b["text"], b["text_lens"], b["speakers"], max_seq,
+                                             durations=out.durations)
+            steps = [(logits, stop)]
+            for t in range(1, 10):
+                logits, stop, _ = decode_one(model, state, b["codes"][:, t - 1], t)
+                steps.append((logits, stop))
+    for t, (logits, stop) in enumerate(steps):
+        ok = t < b["code_lens"]
+        torch.testing.assert_close(logits[ok], out.logits[:, t][ok], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(stop[ok], out.stop_logits[:, t][ok], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [{"duration_path": False}, {}], ids=["plain_decoder", "duration_path"])
+def test_causal_appending_input_never_changes_earlier_outputs(kw):
+    model = tiny(**kw).eval()
+    b = toy_batch()
+    durations = torch.tensor([[5, 5, 10, 5, 5, 10, 10], [10, 10, 5, 10, 5, 0, 0], [10, 10, 10, 0, 0, 0, 0]])
+    short = {**b, "codes": b["codes"][:, :6], "code_lens": torch.full((3,), 6)}
+    longer = {**b, "codes": torch.cat([b["codes"][:, :6], torch.randint(0, 16, (3, 4, 2))], 1),
+              "code_lens": torch.full((3,), 10)}
+    with torch.no_grad():
+        a = model(**short, durations=durations)
+        c = model(**longer, durations=durations)
+    torch.testing.assert_close(a.logits[:, :6], c.logits[:, :6], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(a.stop_logits[:, :6], c.stop_logits[:, :6], atol=1e-6, rtol=1e-6)
+
+
+def _train(model: Talker, make_codes, steps: int = 150) -> dict:
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        codes = make_codes(g)  # (8, 12, 1)
+        batch = {"text": torch.full((8, 3), 5), "text_lens": torch.full((8,), 3), "codes": codes,
+                 "code_lens": torch.full((8,), 12), "speakers": torch.zeros(8, dtype=torch.long)}
+        out = model(**batch)
+        opt.zero_grad()
+        out.losses["loss"].backward()
+        opt.step()
+    return {k: float(v.detach()) for k, v in {**out.losses, **out.metrics}.items()}
+
+
+def test_targets_are_exactly_one_step_ahead():
+    """Frame t = 3 * frame t-1 + 1 (mod 16) from a random first frame: learnable to ~100% only if the
+    input at t is frame t-1 and the target frame t. With independent random frames nothing is
+    learnable, so a leak of the target into the input would show as high accuracy there."""
+    def chain(g):
+        first = torch.randint(0, 16, (8, 1), generator=g)
+        frames = [first]
+        for _ in range(11):
+            frames.append((frames[-1] * 3 + 1) % 16)
+        return torch.cat(frames, 1)[..., None]
+
+    learned = _train(tiny(n_q=1, duration_path=False), chain)
+    assert learned["c0_accuracy"] > 0.88, learned  # 11 of 12 frames follow from the previous one
+    noise = _train(tiny(n_q=1, duration_path=False), lambda g: torch.randint(0, 16, (8, 12, 1), generator=g), 60)
+    assert noise["c0_accuracy"] < 0.3, noise
+
+
+@pytest.mark.parametrize("kw", [{}, {"duration_path": False}], ids=["duration_path", "plain_decoder"])
+def test_padding_does_not_change_the_loss(kw):
+    model = tiny(**kw).eval()
+    b = toy_batch()
+    padded = {**b, "text": torch.nn.functional.pad(b["text"], (0, 5)),
+              "codes": torch.nn.functional.pad(b["codes"], (0, 0, 0, 8), value=3)}
+    with torch.no_grad():
+        a, c = model(**b), model(**padded)
+    for name in a.losses:
+        torch.testing.assert_close(a.losses[name], c.losses[name], atol=1e-5, rtol=1e-5)
+
+
+def test_alignment_search_is_monotonic_and_complete():
+    logp = torch.randn(2, 4, 12)
+    path = monotonic_alignment_search(logp, torch.tensor([4, 3]), torch.tensor([12, 7]))
+    assert torch.equal(path.sum(1)[0], torch.ones(12)) and torch.equal(path.sum(1)[1, :7], torch.ones(7))
+    assert (path.sum(2)[0] >= 1).all() and (path.sum(2)[1, :3] >= 1).all() and path[1, 3:].sum() == 0
+    tokens = path[0].argmax(0)
+    assert (tokens.diff() >= 0).all() and (tokens.diff() <= 1).all()
+    assert torch.equal(durations_to_path(path.sum(2)[:1].long(), 12), path[:1])
+
+
+def test_sampling_is_seedable_and_top_k_top_p_restrict():
+    probs = logits_to_probs(torch.tensor([[3.0, 2.0, 1.0, 0.0]]), top_k=2)
+    assert probs[0, 2:].sum() == 0
+    probs = logits_to_probs(torch.tensor([[5.0, 0.0, 0.0, 0.0]]), top_p=0.5)
+    assert probs[0, 0] == 1
+    model = tiny(duration_path=False).eval()
+    b = toy_batch()
+    runs = [generate(model, b["text"], b["text_lens"], b["speakers"], max_frames=8, temperature=1.0,
+                     generator=torch.Generator().manual_seed(3)) for _ in range(2)]
+    assert torch.equal(runs[0][0], runs[1][0]) and runs[0][0].shape[0] == 3
+
+
+# ---------------------------------------------------------------- end to end (flite corpus)
+
+
+@pytest.fixture(scope="module")
+def trained(flite_corpus, tmp_path_factory):
+    """A tiny codec (built, not trained), the corpus tokenized with it, and train_talker.py run 2 steps."""
+    import train_talker
+    from muomni.data.tokenize import main as tokenize_main
+    from muomni.models.codec import CodecConfig, CodecModel, codec_to_dict
+    from muomni.training import save_checkpoint
+
+    tmp = tmp_path_factory.mktemp("talker")
+    torch.manual_seed(0)
+    codec = CodecModel(CodecConfig(n_codebooks=2, codebook_size=32, hidden_dim=32, latent_dim=16, codebook_dim=16))
+    d = codec_to_dict(codec)
+    codec_path = tmp / "codec.pt"
+    save_checkpoint(codec_path, {"stage": "codec", "step": 0, "format_version": 1, "config": {"model": d["config"]},
+                                 "model": d["model"]})
+    tokenize_main(["--codec", str(codec_path), "--data", str(flite_corpus), "--out", str(tmp / "codes")])
+    args = ["--config", "configs/talker_tiny.json", "--set", f"data.path={flite_corpus}", f"data.codec={codec_path}",
+            f"data.codes={tmp / 'codes'}", f"train.out_dir={tmp}", "train.run_name=run", "train.epochs=0",
+            "train.steps=2", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.ffn_dim=64",
+            "model.encoder_layers=1", "train.batch_size=4", "train.log_every=1", "train.save_every=2"]
+    train_talker.main(args)
+    return {"args": args, "dir": tmp / "run", "codec": codec_path, "corpus": flite_corpus, "tmp": tmp}
+
+
+def test_train_two_steps_then_resume(trained):
+    import train_talker
+
+    run = trained["dir"]
+    assert (run / "step_00000002.pt").is_file() and (run / "samples" / "step_00000002" / "00.wav").is_file()
+    stats = json.loads((run / "stats.json").read_text())
+    assert stats["max_frames"] % 8 == 0 and "truncated_train_items" in stats
+    train_talker.main(trained["args"] + ["train.steps=3", "--resume"])
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert (run / "step_00000003.pt").is_file() and steps.count(2) == 2 and 3 in steps  # train + heldout at 2
+    record = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][0]
+    for key in ("loss", "c0_accuracy", "c1_accuracy", "stop_accuracy", "perplexity", "lr", "frames_per_s"):
+        assert key in record
+
+
+def test_checkpoint_alone_synthesizes(trained, tmp_path):
+    import shutil
+
+    from muomni.synthesis import load_talker, synthesize
+
+    ckpt = tmp_path / "alone.pt"
+    shutil.copy(trained["dir"] / "step_00000002.pt", ckpt)
+    bundle = load_talker(ckpt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Griffin-Lim notice
+        wavs = synthesize(bundle, ["Hello there.", "A second sentence!"], speakers=[0, 1], max_frames=12, n_iter=4)
+    assert len(wavs) == 2 and all(len(w) >= 256 * 5 and abs(w).max() <= 1.0 for w in wavs)
+
+
+def test_bad_input_gets_clear_messages(trained):
+    import train_talker
+    from muomni.data.tokenize import CodecMismatchError
+    from muomni.synthesis import codes_to_mel, load_talker, text_to_codes
+
+    bundle = load_talker(trained["dir"] / "step_00000002.pt")
+    with pytest.raises(ValueError, match="empty"):
+        text_to_codes(bundle, ["   "])
+    with pytest.warns(UserWarning, match="ж"):
+        text_to_codes(bundle, ["hello жук"], max_frames=4)
+    with pytest.raises(ValueError, match="too long"):
+        text_to_codes(bundle, ["word " * 400])
+    with pytest.raises(ValueError, match="out of range"):
+        text_to_codes(bundle, ["hello"], speakers=[7])
+    with pytest.raises(ValueError, match="different codec"):
+        codes_to_mel(bundle.codec, [torch.full((4, 2), 99)])
+    other = trained["tmp"] / "other_codec.pt"
+    payload = torch.load(trained["codec"], weights_only=True)
+    payload["model"] = {k: v + 1 if v.is_floating_point() else v for k, v in payload["model"].items()}
+    torch.save(payload, other)
+    with pytest.raises(CodecMismatchError, match="codec"):
+        train_talker.main(trained["args"] + [f"data.codec={other}", "train.run_name=other"])
+
+
+def test_dynamic_batches_pack_sorted_lengths_and_resume():
+    from muomni.talker_data import BucketOrder, fixed_length
+
+    costs = [(10 + i % 7, 5 + (i * 13) % 40) for i in range(50)]
+    order = BucketOrder(costs, max_tokens=300, seed=1)
+    seen = sorted(i for b in order.batches for i in b)
+    assert seen == list(range(50))
+    for b in order.batches:
+        assert len(b) == 1 or len(b) * max(costs[i][0] + costs[i][1] + 1 for i in b) <= 300
+    first = [order.next() for _ in range(3)]
+    state = order.state_dict()
+    after = [order.next() for _ in range(len(order))]
+    again = BucketOrder(costs, max_tokens=300, seed=1)
+    again.load_state_dict(state)
+    assert [again.next() for _ in range(len(order))] == after and first[0] != []
+    assert fixed_length([10, 20, 30, 41], 95, 8) == 40  # 95th percentile 39.35, rounded up to 8s

@@ -1,0 +1,213 @@
+"""Train the Talker (text -> RVQ codes) on a corpus pre-tokenized by a trained codec (DESIGN.md section 5).
+
+    python -m muomni.data.tokenize --codec checkpoints/codec_tiny/best.pt --data data/demo
+    python train_talker.py --config configs/talker_tiny.json [--resume] [--init-from CKPT] [--set k=v ...]
+
+Reads top to bottom: config -> data (code cache, text processor, fixed lengths) -> model -> loop.
+Every checkpoint carries the codec (config + weights) and the text vocabulary, so that
+``muomni.synthesis.load_talker`` synthesizes from it alone. Under ``torchrun --nproc_per_node N``
+each rank trains on its share of the global batch (DDP); rank 0 alone evaluates and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
+from muomni.data import load_corpus
+from muomni.models.codec import codec_hash, codec_to_dict, load_codec
+from muomni.models.talker import Talker, TalkerConfig, count_parameters, perplexity
+from muomni.talker_data import TalkerData, read_prompts
+from muomni.text import TextProcessor
+from muomni.training import (
+    Run,
+    add_run_args,
+    autocast,
+    load_run_config,
+    lr_lambda,
+    make_grad_scaler,
+    maybe_compile,
+    mean_over_ranks,
+    rank_share,
+    step_checkpoints,
+    unwrap,
+    write_json,
+)
+
+
+@dataclass
+class TalkerDataConfig(DataConfig):
+    codec: str = ""  # codec checkpoint (train_codec.py); required
+    codes: str = ""  # code cache folder (default: the one python -m muomni.data.tokenize writes)
+
+
+@dataclass
+class TalkerTrainConfig(TrainConfig):
+    epochs: float = 0.0  # > 0: train.steps = epochs x batches per epoch
+    batching: str = "fixed"  # fixed: every batch padded to max_frames | dynamic: length-sorted buckets
+    max_length_percentile: float = 95.0  # max_frames / max_text = this percentile of the corpus lengths
+    length_multiple: int = 8  # ... rounded up to a multiple of this
+    max_tokens: int = 4096  # dynamic batching: padded text + frame positions per batch
+    eval_batches: int = 4
+    prompts: list[str] = field(default_factory=list)  # "speaker|text" lines sampled every sample_every
+    prompts_file: str = ""  # a file of such lines ('#' comments)
+    sample_temperature: float = 0.7
+    sample_top_k: int = 0
+    sample_top_p: float = 0.0
+    sample_seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.batching not in ("fixed", "dynamic"):
+            raise ConfigError(f"train.batching = {self.batching!r}: expected fixed or dynamic")
+        if not 0 < self.max_length_percentile <= 100:
+            raise ConfigError(f"train.max_length_percentile must be in (0, 100], got {self.max_length_percentile}")
+
+
+@dataclass
+class TalkerRun:
+    data: TalkerDataConfig = field(default_factory=TalkerDataConfig)
+    model: TalkerConfig = field(default_factory=TalkerConfig)
+    train: TalkerTrainConfig = field(default_factory=TalkerTrainConfig)
+
+
+def resolve_codec(path: str) -> Path:
+    """A codec checkpoint, or a codec run folder: its newest step checkpoint (what the demo tokenizes with)."""
+    p = Path(path)
+    if p.is_dir() and not (p / "checkpoint.json").is_file():  # not an exported model
+        found = step_checkpoints(p)
+        if not found:
+            raise ConfigError(f"data.codec = {path}: a folder without step checkpoints")
+        return found[-1][1]
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = add_run_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
+    args = parser.parse_args(argv)
+    cfg: TalkerRun = load_run_config(args, TalkerRun)
+    run = Run(cfg, "talker", args)
+    try:
+        train(cfg, run)
+    finally:
+        run.close()
+
+
+def train(cfg: TalkerRun, run: Run) -> None:
+    # ---- data: corpus, codec, code cache, text processor, fixed lengths
+    if not cfg.data.codec:
+        raise ConfigError("data.codec: name the codec checkpoint the corpus was tokenized with "
+                          "(--set data.codec=checkpoints/codec_tiny/best.pt)")
+    corpus = load_corpus(cfg.data)
+    codec = load_codec(resolve_codec(cfg.data.codec))
+    text = TextProcessor.build([it.text for it in corpus.train], cfg.data.text)
+    with run.main_first():  # rank 0 writes the fixed lengths into stats.json, the others read them
+        data = TalkerData.build(cfg, corpus, codec, codec_hash(codec), text, run)
+    m = cfg.model  # derived fields: fixed by the data, stored in every checkpoint's config
+    m.vocab_size, m.n_speakers = len(text), max(len(corpus.speakers), 1)
+    m.n_q, m.codebook_size = codec.cfg.n_codebooks, codec.cfg.codebook_size
+    m.max_text, m.max_frames = data.max_text, data.max_frames
+    if cfg.train.epochs > 0:
+        cfg.train.steps = max(1, math.ceil(cfg.train.epochs * data.batches_per_epoch()))
+    resume = run.resume_payload()  # refuses a checkpoint whose model (vocabulary, codec, lengths) differs
+    if resume is not None:
+        text = TextProcessor.from_dict(resume["text"])
+    if run.is_main:
+        write_json(run.dir / "config.json", config_to_dict(cfg))
+
+    # ---- model, optimiser, schedule
+    model = Talker(m).to(run.device)
+    run.info(f"Talker: {count_parameters(model) / 1e6:.2f} M parameters, {cfg.train.steps} steps, "
+             f"{len(data.train)} train / {len(data.heldout)} held-out utterances, max_text {m.max_text}, "
+             f"max_frames {m.max_frames} ({data.describe_truncation()})")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
+                            weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train))
+    scaler = make_grad_scaler(run.device, cfg.train.amp)
+    order = data.batch_order(cfg.train.seed, run.rank, run.world)
+    objects = {"model": model, "optim": opt, "sched": sched, "scaler": scaler, "order": order}
+    step = run.restore(resume, objects)
+    if resume is None:
+        run.load_init({"model": model})
+    compiled = maybe_compile(run.wrap(model), cfg.train.compile)
+    extra = {"codec": codec_to_dict(codec), "text": text.to_dict(), "speakers": list(corpus.speakers)}
+    prompts = read_prompts(cfg.train.prompts, cfg.train.prompts_file, data.heldout_prompts(2), corpus.speakers)
+    if step == 0 and run.is_main:
+        data.write_ground_truth(run.dir / "samples" / "ground_truth", codec, n=len(prompts))
+
+    # ---- loop
+    bar = run.progress(step, cfg.train.steps)
+    frames_seen, t_last = 0, time.perf_counter()
+    while step < cfg.train.steps and not run.stop_requested:
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for _ in range(cfg.train.grad_accum):
+            batch = data.batch(order.next(), run.device)
+            with autocast(run.device, cfg.train.amp):
+                out = compiled(**batch)
+            # The losses are means over valid frames: weighting each rank's by its share of the global
+            # batch's frames makes DDP's average the one-process mean when lengths differ across ranks.
+            share = rank_share(batch["code_lens"].sum())
+            scaler.scale(out.losses["loss"] * share / cfg.train.grad_accum).backward()
+            frames_seen += int(batch["code_lens"].sum())
+            for k, v in {**out.losses, **out.metrics}.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.train.grad_accum
+        scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        if run.check_step(step, out.losses["loss"], grad_norm):
+            scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        bar.update(1)
+        if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+            now, sums = time.perf_counter(), mean_over_ranks(sums)
+            run.log(step, {**sums, **_perplexities(sums, m.n_q), "lr": sched.get_last_lr()[0],
+                           "grad_norm": float(grad_norm), "frames_per_s": frames_seen / max(now - t_last, 1e-9),
+                           "epoch": order.epoch})
+            frames_seen, t_last = 0, now
+        last = step == cfg.train.steps or run.stop_requested
+        metric = None
+        if run.is_main and (step % cfg.train.eval_every == 0 or last):
+            metric = evaluate(unwrap(model), data, cfg, run, step)
+        if run.is_main and (step % cfg.train.sample_every == 0 or last):
+            data.write_samples(unwrap(model), codec, text, prompts, run.sample_dir(step), cfg.train, step)
+        if step % cfg.train.save_every == 0 or last:
+            run.save(step, objects, metric=metric, extra=extra)
+    bar.close()
+
+
+@torch.no_grad()
+def evaluate(model: Talker, data: TalkerData, cfg: TalkerRun, run: Run, step: int) -> float:
+    """Held-out teacher-forced losses, perplexities and accuracies; returns the held-out loss."""
+    model.eval()
+    sums, n = {}, 0
+    for idx in data.heldout_batches(cfg.train.batch_size, cfg.train.eval_batches):
+        out = model(**data.batch(idx, run.device, heldout=True))
+        for k, v in {**out.losses, **out.metrics}.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+    avg = {k: v / max(n, 1) for k, v in sums.items()}
+    run.log(step, {**avg, **_perplexities(avg, cfg.model.n_q)}, split="heldout")
+    ppl = ", ".join(f"c{k} {perplexity(avg[f'c{k}']):.1f}" for k in range(cfg.model.n_q))
+    run.info(f"step {step}: held-out loss {avg['loss']:.3f}, perplexity {ppl}, "
+             f"c0_accuracy {avg['c0_accuracy']:.3f}")
+    return avg["loss"]
+
+
+def _perplexities(losses: dict[str, float], n_q: int) -> dict[str, float]:
+    out = {f"c{k}_perplexity": perplexity(losses[f"c{k}"]) for k in range(n_q) if f"c{k}" in losses}
+    if out:
+        out["perplexity"] = perplexity(sum(losses[f"c{k}"] for k in range(n_q)) / n_q)
+    return out
+
+
+if __name__ == "__main__":
+    main()
