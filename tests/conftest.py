@@ -40,3 +40,44 @@ def write_wav(path: Path, wav: np.ndarray | None = None, sample_rate: int = 1600
     if text is not None:
         path.with_suffix(".txt").write_text(text, encoding="utf-8")
     return path
+
+
+# A codec small enough to train a step in milliseconds, for tests of the run machinery.
+TINY_CODEC = ["model.hidden_dim=32", "model.latent_dim=16", "model.n_blocks=1", "model.dilations=[1]",
+              "model.codebook_size=16", "model.codebook_dim=8", "train.batch_size=4", "train.crop_frames=4",
+              "train.warmup_steps=1", "train.log_every=1", "train.sample_every=1000", "train.eval_items=2"]
+
+
+@pytest.fixture(scope="session")
+def codec_stage_args(flite_corpus: Path) -> list[str]:
+    """The command line of a tiny codec training on the flite corpus (add --set train.* as needed)."""
+    import sys
+
+    return [sys.executable, "train_codec.py", "--config", "configs/codec_tiny.json", "--device", "cpu",
+            "--set", f"data.path={flite_corpus}", *TINY_CODEC]
+
+
+@pytest.fixture(scope="session")
+def tiny_talker(flite_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny codec (built, not trained), the corpus tokenized with it, and train_talker.py run 2 steps."""
+    import torch
+
+    import train_talker
+    from muomni.data.tokenize import main as tokenize_main
+    from muomni.models.codec import CodecConfig, CodecModel, codec_to_dict
+    from muomni.training import save_checkpoint
+
+    tmp = tmp_path_factory.mktemp("talker")
+    torch.manual_seed(0)
+    codec = CodecModel(CodecConfig(n_codebooks=2, codebook_size=32, hidden_dim=32, latent_dim=16, codebook_dim=16))
+    d = codec_to_dict(codec)
+    codec_path = tmp / "codec.pt"
+    save_checkpoint(codec_path, {"stage": "codec", "step": 0, "format_version": 1, "config": {"model": d["config"]},
+                                 "model": d["model"]})
+    tokenize_main(["--codec", str(codec_path), "--data", str(flite_corpus), "--out", str(tmp / "codes")])
+    args = ["--config", "configs/talker_tiny.json", "--set", f"data.path={flite_corpus}", f"data.codec={codec_path}",
+            f"data.codes={tmp / 'codes'}", f"train.out_dir={tmp}", "train.run_name=run", "train.epochs=0",
+            "train.steps=2", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.ffn_dim=64",
+            "model.encoder_layers=1", "train.batch_size=4", "train.log_every=1", "train.save_every=2"]
+    train_talker.main(args)
+    return {"args": args, "dir": tmp / "run", "codec": codec_path, "corpus": flite_corpus, "tmp": tmp}

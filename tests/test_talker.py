@@ -141,27 +141,8 @@ def test_sampling_is_seedable_and_top_k_top_p_restrict():
 
 
 @pytest.fixture(scope="module")
-def trained(flite_corpus, tmp_path_factory):
-    """A tiny codec (built, not trained), the corpus tokenized with it, and train_talker.py run 2 steps."""
-    import train_talker
-    from muomni.data.tokenize import main as tokenize_main
-    from muomni.models.codec import CodecConfig, CodecModel, codec_to_dict
-    from muomni.training import save_checkpoint
-
-    tmp = tmp_path_factory.mktemp("talker")
-    torch.manual_seed(0)
-    codec = CodecModel(CodecConfig(n_codebooks=2, codebook_size=32, hidden_dim=32, latent_dim=16, codebook_dim=16))
-    d = codec_to_dict(codec)
-    codec_path = tmp / "codec.pt"
-    save_checkpoint(codec_path, {"stage": "codec", "step": 0, "format_version": 1, "config": {"model": d["config"]},
-                                 "model": d["model"]})
-    tokenize_main(["--codec", str(codec_path), "--data", str(flite_corpus), "--out", str(tmp / "codes")])
-    args = ["--config", "configs/talker_tiny.json", "--set", f"data.path={flite_corpus}", f"data.codec={codec_path}",
-            f"data.codes={tmp / 'codes'}", f"train.out_dir={tmp}", "train.run_name=run", "train.epochs=0",
-            "train.steps=2", "model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.ffn_dim=64",
-            "model.encoder_layers=1", "train.batch_size=4", "train.log_every=1", "train.save_every=2"]
-    train_talker.main(args)
-    return {"args": args, "dir": tmp / "run", "codec": codec_path, "corpus": flite_corpus, "tmp": tmp}
+def trained(tiny_talker):
+    return tiny_talker
 
 
 def test_train_two_steps_then_resume(trained):

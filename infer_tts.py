@@ -1,0 +1,141 @@
+"""Text in, wav out: a Talker checkpoint (it carries its codec) and, optionally, a HiFi-GAN vocoder.
+
+    python infer_tts.py --talker checkpoints/demo/talker/best.pt --text "Hello there." --out hello.wav
+    python infer_tts.py --talker T.pt --vocoder V.pt --text-file lines.txt --out-dir outputs/mine
+
+A text file holds one sentence per line, optionally ``speaker|text``; lines starting with ``#``
+are comments. Each line becomes one wav with a mel picture beside it, and ``manifest.json``
+records text, speaker, duration, real-time factor and the vocoder used. ``--talker`` and
+``--vocoder`` take a checkpoint file or a folder written by ``python -m muomni export``.
+Without ``--vocoder`` the mels are inverted with Griffin-Lim (said once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from muomni.audio import SAMPLE_RATE, mel_to_png, save_wav
+from muomni.checkpoint import CheckpointError
+from muomni.config import ConfigError
+from muomni.synthesis import codes_to_mel, load_talker, load_vocoder, text_to_codes, vocode
+from muomni.training import select_device, write_json
+
+FRAMES_PER_SECOND = 12.5
+
+
+def read_lines(path: Path, default_speaker: str | None) -> list[tuple[str | None, str]]:
+    """(speaker, text) per non-comment line; a line with an empty text is an error naming the line."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SystemExit(f"error: {path}: no such text file") from None
+    except UnicodeDecodeError as err:
+        line = raw_line_number(path.read_bytes(), err.start)
+        raise SystemExit(f"error: {path} line {line}: text is not UTF-8") from None
+    lines = []
+    for number, line in enumerate(raw.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        speaker, sep, text = line.partition("|")
+        speaker, text = (speaker.strip(), text) if sep else (default_speaker, line)
+        if not text.strip():
+            raise SystemExit(f"error: {path} line {number}: empty text")
+        lines.append((speaker, text.strip()))
+    if not lines:
+        raise SystemExit(f"error: {path}: no sentence in it (blank lines and # comments only)")
+    return lines
+
+
+def raw_line_number(data: bytes, offset: int) -> int:
+    return data[:offset].count(b"\n") + 1
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "utterance"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--talker", required=True, help="Talker checkpoint or exported folder")
+    parser.add_argument("--vocoder", help="HiFi-GAN checkpoint or exported folder (default: Griffin-Lim)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="one sentence")
+    source.add_argument("--text-file", type=Path, help="one sentence per line, optionally speaker|text")
+    parser.add_argument("--speaker", help="speaker name or id (default: the first speaker)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--out", type=Path, help="output wav (one sentence)")
+    target.add_argument("--out-dir", type=Path, help="output folder (default: outputs/tts)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="longest audio per sentence")
+    parser.add_argument("--griffin-lim-iters", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=8, help="sentences generated together")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
+
+    lines = [(args.speaker, args.text)] if args.text is not None else read_lines(args.text_file, args.speaker)
+    if args.text is not None and not args.text.strip():
+        parser.error("--text is empty")
+    if args.out is not None and len(lines) > 1:
+        parser.error(f"--out names one wav but {args.text_file} holds {len(lines)} sentences; use --out-dir")
+    device = select_device(args.device)
+    try:
+        bundle = load_talker(args.talker, device)
+        vocoder = load_vocoder(args.vocoder, device) if args.vocoder else None
+    except (CheckpointError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out_dir = args.out.parent if args.out else (args.out_dir or Path("outputs/tts"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocoder_name = f"HiFi-GAN ({args.vocoder})" if vocoder is not None else f"Griffin-Lim ({args.griffin_lim_iters} it)"
+
+    manifest = []
+    bar = tqdm(total=len(lines), unit="sentence", disable=len(lines) < 2)
+    for start in range(0, len(lines), args.batch):
+        chunk = lines[start:start + args.batch]
+        begin = time.perf_counter()
+        try:
+            codes = text_to_codes(bundle, [t for _, t in chunk], [s if s is not None else 0 for s, _ in chunk],
+                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                                  max_frames=int(args.max_seconds * FRAMES_PER_SECOND))
+            mels = codes_to_mel(bundle.codec, codes)
+            wavs = [vocode(mel, vocoder, n_iter=args.griffin_lim_iters).reshape(-1).cpu() for mel in mels]
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        elapsed = time.perf_counter() - begin
+        total_audio = sum(len(w) for w in wavs) / SAMPLE_RATE
+        for k, ((speaker, text), mel, wav) in enumerate(zip(chunk, mels, wavs)):
+            index = start + k
+            path = args.out or out_dir / f"{index:03d}_{slug(text)}.wav"
+            save_wav(path, wav)
+            mel_to_png(path.with_suffix(".png"), [mel], [text[:90]])
+            seconds = len(wav) / SAMPLE_RATE
+            manifest.append({"wav": str(path), "text": text, "speaker": speaker if speaker is not None else 0,
+                             "duration": round(seconds, 3), "vocoder": vocoder_name,
+                             "rtf": round(elapsed / max(total_audio, 1e-9), 4)})
+            bar.update(1)
+            if len(lines) == 1:
+                print(f"{path} ({seconds:.2f} s, real-time factor {manifest[-1]['rtf']:.3f}, {vocoder_name})")
+    bar.close()
+    manifest_path = args.out.with_suffix(".json") if args.out else out_dir / "manifest.json"
+    write_json(manifest_path, {"talker": str(args.talker), "vocoder": vocoder_name, "items": manifest})
+    if len(lines) > 1:
+        print(f"{len(lines)} wavs in {out_dir}; manifest {manifest_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    sys.exit(main())

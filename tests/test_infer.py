@@ -1,0 +1,64 @@
+"""infer_tts.py: text in, wavs + mel pictures + manifest out; clear errors for bad checkpoints and text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+import infer_tts
+from muomni.__main__ import main as muomni_main
+
+
+@pytest.fixture(scope="module")
+def talker_ckpt(tiny_talker) -> Path:
+    return tiny_talker["dir"] / "step_00000002.pt"
+
+
+def test_text_file_to_wavs_and_manifest(talker_ckpt, tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("# a comment\nHello there.\nslt|The number is 42.\n")
+    assert infer_tts.main(["--talker", str(talker_ckpt), "--text-file", str(lines), "--out-dir", str(tmp_path / "o"),
+                           "--max-seconds", "2", "--griffin-lim-iters", "4"]) == 0
+    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert [item["text"] for item in manifest["items"]] == ["Hello there.", "The number is 42."]
+    assert manifest["items"][1]["speaker"] == "slt" and manifest["vocoder"].startswith("Griffin-Lim")
+    for item in manifest["items"]:
+        wav, sr = sf.read(item["wav"])
+        assert sr == 16000 and len(wav) == pytest.approx(item["duration"] * sr, abs=1)
+        assert 0 < item["duration"] <= 2.0 + 0.08 and item["rtf"] > 0
+        assert Path(item["wav"]).with_suffix(".png").stat().st_size > 1000
+
+
+def test_exported_folder_synthesizes_like_the_checkpoint(talker_ckpt, tmp_path):
+    pytest.importorskip("safetensors", reason="the export extra is installed by make test")
+    assert muomni_main(["export", str(talker_ckpt), "--out", str(tmp_path / "model")]) == 0
+    for source, name in ((talker_ckpt, "a.wav"), (tmp_path / "model", "b.wav")):
+        assert infer_tts.main(["--talker", str(source), "--text", "Same words twice.", "--out", str(tmp_path / name),
+                               "--max-seconds", "2", "--griffin-lim-iters", "4"]) == 0
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+
+
+@pytest.mark.parametrize("talker,text,needle", [
+    ("missing.pt", "hello", "no such checkpoint"),
+    ("codec", "hello", "codec checkpoint, but a talker checkpoint is needed"),
+    ("talker", "", "empty"),
+], ids=["missing", "wrong-stage", "empty-text"])
+def test_errors_name_file_and_reason(tiny_talker, talker_ckpt, tmp_path, capsys, talker, text, needle):
+    path = {"talker": talker_ckpt, "codec": tiny_talker["codec"]}.get(talker, tmp_path / talker)
+    try:
+        code = infer_tts.main(["--talker", str(path), "--text", text, "--out", str(tmp_path / "x.wav")])
+    except SystemExit as exit_:  # argparse errors exit 2
+        code = exit_.code
+    assert code == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_empty_line_in_text_file_is_named(talker_ckpt, tmp_path):
+    lines = tmp_path / "lines.txt"
+    lines.write_text("fine sentence\nslt|   \n")
+    with pytest.raises(SystemExit, match="line 2: empty text"):
+        infer_tts.main(["--talker", str(talker_ckpt), "--text-file", str(lines), "--out-dir", str(tmp_path)])
