@@ -43,7 +43,7 @@ def last_eval(run_dir: Path, metric: str) -> float | None:
             record = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if record.get("split") == "eval" and isinstance(record.get(metric), (int, float)):
+        if record.get("split") in ("heldout", "eval") and isinstance(record.get(metric), (int, float)):
             value = float(record[metric])
     return value
 

@@ -8,6 +8,8 @@ Batches are random crops of ``train.crop_frames`` code frames (short items are p
 item shorter than one code frame is skipped with a warning). The per-bin mean/std of the training mels is
 computed once and kept in the run's stats.json and in the codec's buffers. Held-out metrics every
 ``eval_every`` steps, original vs reconstructed mel pictures and Griffin-Lim wavs every ``sample_every``.
+Under ``torchrun --nproc_per_node N`` each rank trains on its share of the global ``train.batch_size``
+(DDP), the quantizer keeps the codebooks equal, and rank 0 alone evaluates and writes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from muomni.training import (
     load_run_config,
     lr_lambda,
     make_grad_scaler,
+    maybe_compile,
+    mean_over_ranks,
     write_json,
 )
 
@@ -81,12 +85,16 @@ def mel_stats(run: Run, cache, indices: list[int]) -> tuple[torch.Tensor, torch.
     return torch.tensor(stats["mel_mean"]), torch.tensor(stats["mel_std"])
 
 
-def crop_batch(cache, indices: list[int], frames: int, rng: np.random.Generator) -> torch.Tensor:
-    """Random crops of ``frames`` mel frames (B, frames, 128); short items padded with silence (log floor)."""
+def crop_batch(cache, indices: list[int], frames: int, key: list[int]) -> torch.Tensor:
+    """Random crops of ``frames`` mel frames (B, frames, 128); short items padded with silence (log floor).
+
+    An item's crop depends on ``key`` (seed, step) and the item alone, not on its place in the batch,
+    so a run resumes exactly and a data-parallel rank crops its share as one process would.
+    """
     batch = np.full((len(indices), frames, 128), math.log(LOG_FLOOR), dtype=np.float32)
     for b, i in enumerate(indices):
         mel = cache.get(i)
-        start = int(rng.integers(0, max(len(mel) - frames, 0) + 1))
+        start = int(np.random.default_rng([*key, i]).integers(0, max(len(mel) - frames, 0) + 1))
         crop = mel[start:start + frames]
         batch[b, : len(crop)] = crop
     return torch.from_numpy(batch)
@@ -142,14 +150,15 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- data: mel caches, usable items, dataset statistics
     corpus = load_corpus(cfg.data)
-    train_mels = mel_cache(corpus.train, mel_cache_dir(cfg.data.path), "train")
-    held_mels = mel_cache(corpus.heldout, mel_cache_dir(cfg.data.path), "heldout")
-    train_idx = usable(train_mels, corpus.train, per, run)
-    held_idx = usable(held_mels, corpus.heldout, per, run)
-    if not train_idx:
-        raise SystemExit(f"{cfg.data.path}: no training utterance holds a whole code frame ({per} mel frames)")
+    with run.main_first():  # rank 0 builds the caches and stats.json, the other ranks read them
+        train_mels = mel_cache(corpus.train, mel_cache_dir(cfg.data.path), "train")
+        held_mels = mel_cache(corpus.heldout, mel_cache_dir(cfg.data.path), "heldout")
+        train_idx = usable(train_mels, corpus.train, per, run)
+        held_idx = usable(held_mels, corpus.heldout, per, run)
+        if not train_idx:
+            raise SystemExit(f"{cfg.data.path}: no training utterance holds a whole code frame ({per} mel frames)")
+        mean, std = mel_stats(run, train_mels, train_idx)
     eval_idx = held_idx[: tc.eval_items] if tc.eval_items else held_idx
-    mean, std = mel_stats(run, train_mels, train_idx)
 
     # ---- model, optimizer, schedule
     model = CodecModel(cfg.model).to(device)
@@ -157,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tuple(tc.betas), weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc))
     scaler = make_grad_scaler(device, tc.amp)
-    order = BatchOrder(len(train_idx), tc.batch_size, tc.seed)
+    order = BatchOrder(len(train_idx), tc.batch_size, tc.seed, run.rank, run.world)
     objects = {"model": model, "optim": opt, "sched": sched, "scaler": scaler, "order": order}
     run.load_init({"model": model})
     step = run.restore(run.resume_payload(), objects)
@@ -165,15 +174,17 @@ def main(argv: list[str] | None = None) -> None:
              f"{cfg.model.codebook_size} codes = {cfg.model.bitrate:.0f} bit/s; "
              f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {device}")
 
+    # The quantizer all-reduces its own statistics, so DDP need not broadcast the codebook buffers.
+    ddp_model = maybe_compile(run.wrap(model, forward_sync_buffers=False), tc.compile)
+
     # ---- loop
     weights, replaced, metric = tc.loss_weights, 0, None
     bar = run.progress(step, tc.steps)
     model.train()
     while step < tc.steps and not run.stop_requested:
-        rng = np.random.default_rng([tc.seed, step])  # crops depend on (seed, step) alone: exact resume
-        mel = crop_batch(train_mels, [train_idx[j] for j in order.next()], tc.crop_frames * per, rng)
+        mel = crop_batch(train_mels, [train_idx[j] for j in order.next()], tc.crop_frames * per, [tc.seed, step])
         with autocast(device, tc.amp):
-            out = model(mel.to(device))
+            out = ddp_model(mel.to(device))
         loss = sum(weights[name] * value for name, value in out.losses.items())
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -186,15 +197,15 @@ def main(argv: list[str] | None = None) -> None:
         step += 1
         bar.update(1)
         replaced += out.replaced
-        if step % tc.log_every == 0:
-            run.log(step, {"loss": loss.item(), **{k: v.item() for k, v in out.losses.items()},
-                           "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm)})
-        if eval_idx and (step % tc.eval_every == 0 or step == tc.steps):
+        if step % tc.log_every == 0:  # every rank: the losses are averaged over them
+            losses = mean_over_ranks({"loss": loss.item(), **{k: v.item() for k, v in out.losses.items()}})
+            run.log(step, {**losses, "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm)})
+        if run.is_main and eval_idx and (step % tc.eval_every == 0 or step == tc.steps):
             metrics = evaluate(model, held_mels, eval_idx, device)
             metric = metrics["mse"]
             run.log(step, {**metrics, "replaced_codes": replaced}, split="heldout")
             replaced = 0
-        if held_idx and step % tc.sample_every == 0:
+        if run.is_main and held_idx and step % tc.sample_every == 0:
             write_samples(run, step, model, held_mels, corpus.heldout, held_idx[: tc.sample_items],
                           tc.griffin_lim_iters)
         if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:

@@ -10,6 +10,10 @@ The first ``gan_start_step`` steps train the generator on the mel L1 alone, whic
 faster on a CPU; then the adversarial and feature-matching losses join, weighted from
 ``train.loss_weights``. With --finetune-codec the generator hears codec-reconstructed mels
 and is scored against the real audio, so it learns the codec's artefacts.
+
+Under ``torchrun --nproc_per_node N`` the generator and the discriminators are each wrapped in
+DistributedDataParallel (one per optimizer); ``train.batch_size`` is the global batch, and rank 0
+alone evaluates, writes samples and checkpoints.
 """
 
 from __future__ import annotations
@@ -42,11 +46,12 @@ from muomni.models.hifigan import (
 from muomni.training import (
     BatchOrder,
     Run,
-    TrainingError,
     add_run_args,
     autocast,
     load_run_config,
     make_grad_scaler,
+    maybe_compile,
+    mean_over_ranks,
     write_json,
 )
 
@@ -177,8 +182,6 @@ def main(argv: list[str] | None = None) -> int:
         args.set.append(f"train.finetune_codec={args.finetune_codec}")
     cfg: VocoderRunConfig = load_run_config(args, VocoderRunConfig)
     run = Run(cfg, "vocoder", args)
-    if run.world > 1:
-        raise TrainingError("train_vocoder.py runs in one process (DDP is not wired for the two-optimizer loop)")
     tc, device = cfg.train, run.device
 
     # ---- data
@@ -191,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         run.info(f"fine-tuning on mels reconstructed by {tc.finetune_codec}")
     train_data = Utterances(corpus.train, tc.cache_items, codec)
     held_data = Utterances(corpus.heldout or corpus.train[:1], tc.cache_items, codec)
-    order = BatchOrder(len(train_data), tc.batch_size, tc.seed)
+    order = BatchOrder(len(train_data), tc.batch_size, tc.seed, run.rank, run.world)
 
     # ---- models, optimizers, schedulers, scalers
     generator = Generator(cfg.model).to(device)
@@ -203,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
                "sched_g": sched_g, "sched_d": sched_d, "scaler_g": scaler_g, "scaler_d": scaler_d, "order": order}
     run.load_init({"generator": generator, "discriminators": discriminators})
     step = run.restore(run.resume_payload(), objects)
+    # One DDP wrapper per optimizer (compiled with train.compile); evaluation, samples and checkpoints
+    # use the plain modules.
+    generator_ddp = maybe_compile(run.wrap(generator), tc.compile)
+    discriminators_ddp = maybe_compile(run.wrap(discriminators), tc.compile)
+    discriminators_frozen = maybe_compile(discriminators, tc.compile)
     mel_fn = MelSpectrogram().to(device)
     weights = tc.loss_weights
     run.info(f"{len(train_data)} train / {len(held_data)} held-out utterances; generator "
@@ -242,18 +250,20 @@ def main(argv: list[str] | None = None) -> int:
             wav, mel = random_segments(train_data, order.next(), tc.segment_size)
             wav, mel = wav.to(device), mel.to(device)  # (B, S), (B, S / 256, 128)
             with autocast(device, tc.amp):
-                fake = generator(mel)  # (B, S)
+                fake = generator_ddp(mel)  # (B, S)
             losses_g = {"mel": mel_l1(mel_fn(wav), mel_fn(fake.float()))}
             losses_d: dict[str, Tensor] = {}
             if gan:
                 with autocast(device, tc.amp):
-                    real_scores, real_features = discriminators(wav)
-                    fake_scores, _ = discriminators(fake.detach())
+                    real_scores, real_features = discriminators_ddp(wav)
+                    fake_scores, _ = discriminators_ddp(fake.detach())
                 losses_d = discriminator_losses(real_scores, fake_scores)
                 scaler_d.scale(weighted_total(losses_d, weights) / tc.grad_accum).backward()
+                # Frozen discriminators score the fake for the generator: the plain module, since no
+                # discriminator gradient (and so no DDP all-reduce) comes out of this pass.
                 set_requires_grad(discriminators, False)
                 with autocast(device, tc.amp):
-                    fake_scores, fake_features = discriminators(fake)
+                    fake_scores, fake_features = discriminators_frozen(fake)
                 set_requires_grad(discriminators, True)
                 losses_g["adv"] = generator_adversarial_loss(fake_scores)
                 losses_g["fm"] = feature_matching_loss(real_features, fake_features)
@@ -270,11 +280,11 @@ def main(argv: list[str] | None = None) -> int:
             sched_d.step()
         step += 1
         bar.update(1)
-        if step % tc.log_every == 0:
-            run.log(step, {**totals, **norms, "lr": sched_g.get_last_lr()[0], "gan": float(gan)})
-        if step % tc.eval_every == 0 or step == tc.steps:
+        if step % tc.log_every == 0:  # every rank: the losses are averaged over them
+            run.log(step, {**mean_over_ranks(totals), **norms, "lr": sched_g.get_last_lr()[0], "gan": float(gan)})
+        if run.is_main and (step % tc.eval_every == 0 or step == tc.steps):
             last_metric = evaluate(step)
-        if step % tc.sample_every == 0 or step == tc.steps:
+        if run.is_main and (step % tc.sample_every == 0 or step == tc.steps):
             write_samples(step)
         if step % tc.save_every == 0 or step == tc.steps:
             run.save(step, objects, metric=last_metric)

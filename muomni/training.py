@@ -25,7 +25,8 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,65 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _collective_device() -> torch.device:
+    """Where small collective tensors live: the current GPU under NCCL, else the CPU (gloo)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if _distributed():
+        dist.barrier()
+
+
+def gather_object(obj: Any) -> list[Any] | None:
+    """Every rank's object, in rank order, on rank 0 (None on the others); [obj] in one process."""
+    if not _distributed():
+        return [obj]
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
+    """Each number averaged over the data-parallel ranks in one collective (every rank must call it)."""
+    if not _distributed():
+        return dict(metrics)
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(values)
+    return dict(zip(keys, (values / dist.get_world_size()).tolist()))
+
+
+def rank_share(count: torch.Tensor | float) -> float:
+    """world x this rank's count / the count summed over ranks (1.0 in one process).
+
+    A loss that is a mean over ``count`` elements (valid frames, say) times this share is this rank's
+    part of the mean over the global batch, once DDP averages gradients over ranks: the N-process step
+    is the one-process step even when the ranks' shares hold different numbers of elements.
+    """
+    if not _distributed():
+        return 1.0
+    local = float(count)
+    total = torch.tensor([local], dtype=torch.float64, device=_collective_device())
+    dist.all_reduce(total)
+    return dist.get_world_size() * local / max(float(total), 1e-12)
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when it is true on any rank (identity in one process)."""
+    if not _distributed():
+        return flag
+    value = torch.tensor([float(flag)], device=_collective_device())
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 # ---------------------------------------------------------------- RNG and data position
 
 
@@ -248,10 +308,13 @@ class Run:
         train = cfg.train
         self.rank, self.world = init_distributed()
         self.is_main = self.rank == 0
+        if self.world > 1 and train.batch_size % self.world:
+            raise ConfigError(f"train.batch_size ({train.batch_size}) is the global batch and must divide by the "
+                              f"number of processes ({self.world}), so that every rank averages an equal share")
         self.dir = Path(train.out_dir) / (train.run_name or Path(args.config).stem)
         self.device = select_device(getattr(args, "device", None) or train.device)
         self.bad_steps = self.bad_in_a_row = 0
-        self.stop_requested = False
+        self._stop = False
         self._bar = None
         self._last_log = (time.perf_counter(), 0)
         self._wandb = None
@@ -290,14 +353,21 @@ class Run:
 
     def save(self, step: int, objects: dict[str, Any], metric: float | None = None,
              extra: dict[str, Any] | None = None) -> Path | None:
-        """Write step_XXXXXXXX.pt (and best.pt when metric is the lowest so far); prune to keep_last."""
+        """Write step_XXXXXXXX.pt (and best.pt when metric is the lowest so far); prune to keep_last.
+
+        Under DDP every rank calls it (it gathers each rank's RNG state, so that a resumed run draws
+        what it would have drawn); rank 0 alone writes.
+        """
+        rngs = gather_object(rng_state())
         if not self.is_main:
             return None
         payload = {
             "format_version": CHECKPOINT_VERSION, "stage": self.stage, "step": step,
-            "config": config_to_dict(self.cfg), "rng": rng_state(),
+            "config": config_to_dict(self.cfg), "rng": rngs[0],
             "bad_steps": self.bad_steps, **(extra or {}),
         }
+        if self.world > 1:
+            payload["rng_ranks"] = rngs
         for name, obj in objects.items():
             payload[name] = unwrap(obj).state_dict() if isinstance(obj, nn.Module) else obj.state_dict()
         path = self.dir / f"step_{step:08d}.pt"
@@ -312,10 +382,33 @@ class Run:
         return path
 
     def resume_payload(self) -> dict[str, Any] | None:
-        """The newest valid step checkpoint when --resume was given (damaged ones are reported and skipped)."""
+        """The newest valid step checkpoint when --resume was given (damaged ones are reported and skipped).
+
+        Under DDP rank 0 chooses the file and every rank reads that same file (the run folder is on a
+        file system all ranks share); an error on rank 0 is raised on every rank.
+        """
         if not self.args.resume:
             return None
-        for step, path in reversed(step_checkpoints(self.dir)):
+        found, choice = None, None
+        if self.is_main:
+            try:
+                found = self._newest_valid()
+                choice = ("ok", str(found[0]) if found else None)
+            except CheckpointError as err:
+                choice = ("error", str(err))
+        kind, value = broadcast_object(choice)
+        if kind == "error":
+            raise CheckpointError(value)
+        if value is None:
+            self.info(f"--resume: no checkpoint in {self.dir} yet, starting at step 0")
+            return None
+        payload = found[1] if self.is_main else load_checkpoint(value, self.stage)
+        self.info(f"resuming from {value} (step {payload['step']})")
+        return payload
+
+    def _newest_valid(self) -> tuple[Path, dict[str, Any]] | None:
+        """(path, payload) of the newest loadable step checkpoint of an unchanged model config, or None."""
+        for _, path in reversed(step_checkpoints(self.dir)):
             try:
                 payload = load_checkpoint(path, self.stage)
             except CheckpointError as err:
@@ -324,9 +417,7 @@ class Run:
             mismatch = config_mismatch(payload["config"], config_to_dict(self.cfg))
             if mismatch:
                 raise CheckpointError(f"{path}: cannot resume, the model config changed: " + "; ".join(mismatch))
-            self.info(f"resuming from {path} (step {step})")
-            return payload
-        self.info(f"--resume: no checkpoint in {self.dir} yet, starting at step 0")
+            return path, payload
         return None
 
     def restore(self, payload: dict[str, Any] | None, objects: dict[str, Any]) -> int:
@@ -338,10 +429,43 @@ class Run:
                 raise CheckpointError(f"checkpoint of step {payload['step']} has no '{name}' entry")
             target = unwrap(obj) if isinstance(obj, nn.Module) else obj
             target.load_state_dict(payload[name])
-        set_rng_state(payload["rng"])
+        ranks = payload.get("rng_ranks") or [payload["rng"]]
+        if len(ranks) == self.world:
+            set_rng_state(ranks[self.rank])
+        else:  # another number of processes: rank 0 continues the saved stream, the others start afresh
+            if self.rank == 0:
+                set_rng_state(payload["rng"])
+            else:
+                seed_everything(self.cfg.train.seed + self.rank + 7919 * int(payload["step"]))
+            self.warn(f"the checkpoint was written by {len(ranks)} process(es), this run has {self.world}: "
+                      "data order is kept, random draws of ranks > 0 restart")
         self.bad_steps = int(payload.get("bad_steps", 0))
         self._truncate_metrics(payload["step"])
         return int(payload["step"])
+
+    # ---- data parallel
+
+    def wrap(self, model: nn.Module, **kwargs) -> nn.Module:
+        """``model`` under DistributedDataParallel when the run has several processes, unchanged otherwise.
+
+        DDP averages gradients over ranks, so with equal shares of the global batch and a loss that is
+        each rank's mean over its share, N processes take the step one process would take. Keep the
+        plain module for evaluation, sampling and checkpoints (``unwrap`` finds it).
+        """
+        if self.world == 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, **kwargs)
+
+    @contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block first (building a disk cache, say), the other ranks after it, so they
+        read what it wrote instead of writing the same files at once."""
+        if not self.is_main:
+            barrier()
+        yield
+        if self.is_main:
+            barrier()
 
     def load_init(self, modules: dict[str, nn.Module]) -> None:
         """--init-from: copy weights of the named modules from a checkpoint of this stage; step stays 0."""
@@ -417,9 +541,27 @@ class Run:
 
     # ---- non-finite steps and polite stops
 
+    @property
+    def stop_requested(self) -> bool:
+        """Set by SIGINT/SIGTERM. Under DDP it is agreed over ranks (a collective): every rank reads it at
+        the same points of the loop, so all of them stop at the same step."""
+        if self.world > 1:
+            self._stop = any_rank(self._stop)  # after close() the last agreed answer stays
+        return self._stop
+
+    @stop_requested.setter
+    def stop_requested(self, value: bool) -> None:
+        self._stop = bool(value)
+
     def check_step(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | float) -> bool:
-        """True if the step is finite. A non-finite one is counted and logged; too many in a row stop the run."""
-        if grad_norm_is_finite(loss, grad_norm):
+        """True if the step is finite. A non-finite one is counted and logged; too many in a row stop the run.
+
+        Under DDP the ranks agree (one collective): a step is skipped everywhere if it is bad anywhere.
+        """
+        finite = grad_norm_is_finite(loss, grad_norm)
+        if self.world > 1:
+            finite = not any_rank(not finite)
+        if finite:
             self.bad_in_a_row = 0
             return True
         self.bad_steps += 1
@@ -437,9 +579,9 @@ class Run:
 
     def _install_signal_handlers(self) -> None:
         def request_stop(signum, frame):
-            if self.stop_requested and signum == signal.SIGINT:
+            if self._stop and signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            self.stop_requested = True
+            self._stop = True
             self.info(f"{signal.Signals(signum).name} received: saving a checkpoint at the next step boundary")
 
         try:
@@ -467,6 +609,8 @@ class Run:
             self._bar.close()
         if self._wandb is not None:
             self._wandb.finish()
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _record_step(line: str) -> int:
