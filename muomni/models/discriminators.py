@@ -19,6 +19,17 @@ Scores = list[Tensor]  # one (B, ...) score map per sub-discriminator
 Features = list[list[Tensor]]  # per sub-discriminator, its feature maps
 
 
+
+def _conv_stack(convs: nn.ModuleList, conv_post: nn.Module, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+    """Leaky-ReLU conv stack shared by both discriminator kinds: scores (B, n_scores) and every feature map."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), LRELU_SLOPE)
+        features.append(x)
+    x = conv_post(x)
+    features.append(x)
+    return x.flatten(1), features
+
 class PeriodDiscriminator(nn.Module):
     """Folds the 1-D wav into (T / p, p) and runs 2-D convs with (k, 1) kernels, so each column sees
     samples p apart (periodic structure of voiced speech)."""
@@ -39,13 +50,7 @@ class PeriodDiscriminator(nn.Module):
         pad = (-n) % self.period
         x = F.pad(wav, (0, pad), mode="reflect") if pad else wav
         x = x.view(b, 1, (n + pad) // self.period, self.period)  # (B, 1, N / p, p)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -82,13 +87,7 @@ class ScaleDiscriminator(nn.Module):
 
     def forward(self, wav: Tensor) -> tuple[Tensor, list[Tensor]]:  # (B, N) -> (B, n_scores), features
         x = wav.unsqueeze(1)  # (B, 1, N)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), LRELU_SLOPE)
-            features.append(x)
-        x = self.conv_post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _conv_stack(self.convs, self.conv_post, x)
 
 
 class MultiScaleDiscriminator(nn.Module):
