@@ -32,7 +32,7 @@ class Utterance:
     speaker: int
     text: str
     text_ids: np.ndarray  # (N,)
-    codes: np.ndarray  # (T, n_q)
+    codes: np.ndarray  # (T, n_q) int16 view into the memory-mapped code cache
     path: str
 
 
@@ -101,7 +101,7 @@ class TalkerData:
                 warnings.simplefilter("always")
                 for it in items:
                     try:
-                        codes = cache.get(cache.index(it.id))
+                        codes = cache.view(cache.index(it.id))  # lazy: RAM stays flat
                     except KeyError:
                         raise ValueError(f"{it.id} is not in the code cache {cache.path}: re-run python -m muomni"
                                          f".data.tokenize --codec {cfg.data.codec} --data {cfg.data.path}") from None
@@ -178,7 +178,7 @@ class TalkerData:
             if nf > n_frames:
                 nf, ended[i] = n_frames, False
             text[i, :nt] = torch.from_numpy(u.text_ids[:nt])
-            codes[i, :nf] = torch.from_numpy(u.codes[:nf])
+            codes[i, :nf] = torch.from_numpy(np.asarray(u.codes[:nf], dtype=np.int64))
             text_lens[i], code_lens[i] = nt, nf
         speakers = torch.tensor([u.speaker for u in items])
         out = {"text": text, "text_lens": text_lens, "codes": codes, "code_lens": code_lens,
@@ -197,7 +197,7 @@ class TalkerData:
         folder.mkdir(parents=True, exist_ok=True)
         for i, u in enumerate(self.heldout[:n]):
             save_wav(folder / f"{i:02d}_original.wav", load_audio(u.path))
-            mel = codes_to_mel(codec, [torch.from_numpy(u.codes)])[0]
+            mel = codes_to_mel(codec, [torch.from_numpy(np.asarray(u.codes, dtype=np.int64))])[0]
             save_wav(folder / f"{i:02d}_codec.wav", vocode(mel).reshape(-1))
         (folder / "info.json").write_text(json.dumps(
             [{"id": u.id, "speaker": u.speaker, "text": u.text} for u in self.heldout[:n]], indent=2) + "\n")

@@ -58,8 +58,12 @@ class CodeCache:
         return self._pos[item_id]
 
     def get(self, i: int) -> np.ndarray:
+        return np.asarray(self.view(i), dtype=np.int64)
+
+    def view(self, i: int) -> np.ndarray:
+        """(T_frames, n_q) int16 view into the memory map: nothing is read until it is used."""
         start = self.offsets[i]
-        return np.asarray(self._data[start:start + self.lengths[i]], dtype=np.int64)
+        return self._data[start:start + self.lengths[i]]
 
 
 class CodecMismatchError(ValueError):
