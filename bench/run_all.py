@@ -8,7 +8,7 @@ Usage: ``python bench/run_all.py [NAME ...]`` (names as in bench_NAME.py; defaul
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -32,10 +32,8 @@ def machine() -> dict:
 
 
 def load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Import bench/<name>.py by name, so its dataclasses and worker processes can find it."""
+    return importlib.import_module(path.stem)
 
 
 def fmt(value) -> str:
@@ -47,7 +45,7 @@ def fmt(value) -> str:
 
 
 def main(names: list[str]) -> int:
-    sys.path.insert(0, str(HERE.parent))
+    sys.path[:0] = [str(HERE), str(HERE.parent)]
     files = sorted(HERE.glob("bench_*.py"))
     if names:
         files = [f for f in files if f.stem.removeprefix("bench_") in names]

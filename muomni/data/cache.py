@@ -66,31 +66,41 @@ def mel_cache(items: list[Item], cache_dir: str | os.PathLike, name: str = "mels
         if index.get("key") == key:
             return MelCache(npy_path, index)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    mels = (audio.log_mel(audio.load_audio(it.path))[0].numpy()  # (T, 128) each
+            for it in tqdm(items, desc=f"mel cache {name}", unit="utt", leave=False))
+    index = write_rows(npy_path, index_path, mels, "<f2", audio.N_MELS,
+                       {"key": key, "ids": [it.id for it in items]})
+    return MelCache(npy_path, index)
+
+
+def write_rows(npy_path: Path, index_path: Path, arrays, dtype: str, width: int, index: dict) -> dict:
+    """Stream (T_i, width) arrays into ONE .npy of (sum T_i, width) plus a JSON index with offsets and
+    lengths, never holding more than one array in memory. Both files go to temporary names and are
+    renamed data first, index last, so an interrupted build never leaves a cache that looks valid."""
     tmp_npy, tmp_index = npy_path.with_suffix(".npy.tmp"), index_path.with_suffix(".json.tmp")
     offsets, lengths, total = [], [], 0
     try:
         with open(tmp_npy, "wb") as f:
             f.write(b"\0" * _HEADER_BYTES)
-            for it in tqdm(items, desc=f"mel cache {name}", unit="utt", leave=False):
-                mel = audio.log_mel(audio.load_audio(it.path))[0].numpy()  # (T, 128)
-                f.write(np.ascontiguousarray(mel, dtype="<f2").tobytes())
+            for array in arrays:
+                f.write(np.ascontiguousarray(array, dtype=dtype).tobytes())
                 offsets.append(total)
-                lengths.append(len(mel))
-                total += len(mel)
+                lengths.append(len(array))
+                total += len(array)
             f.seek(0)
-            f.write(_npy_header(total))
-        index = {"key": key, "ids": [it.id for it in items], "offsets": offsets, "lengths": lengths}
+            f.write(_npy_header(total, dtype, width))
+        index = {**index, "offsets": offsets, "lengths": lengths}
         tmp_index.write_text(json.dumps(index))
         os.replace(tmp_npy, npy_path)
         os.replace(tmp_index, index_path)
     finally:
         for tmp in (tmp_npy, tmp_index):
             tmp.unlink(missing_ok=True)
-    return MelCache(npy_path, index)
+    return index
 
 
-def _npy_header(rows: int) -> bytes:
-    """A version 1.0 .npy header of exactly _HEADER_BYTES for a (rows, N_MELS) little-endian float16 array."""
-    text = f"{{'descr': '<f2', 'fortran_order': False, 'shape': ({rows}, {audio.N_MELS}), }}"
+def _npy_header(rows: int, dtype: str, width: int) -> bytes:
+    """A version 1.0 .npy header of exactly _HEADER_BYTES for a (rows, width) array of dtype."""
+    text = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': ({rows}, {width}), }}"
     text = text.ljust(_HEADER_BYTES - 10 - 1) + "\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")

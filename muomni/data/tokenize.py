@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from muomni.audio import LOG_FLOOR
+from muomni.data.cache import write_rows
 
 
 def mel_cache_dir(data_path: str | os.PathLike) -> Path:
@@ -110,22 +111,12 @@ def tokenize(codec: torch.nn.Module, items: list, mels, out_dir: str | os.PathLi
             return CodeCache(npy_path, old)
         why = "the codec changed" if old.get("codec_hash") != codec_hash else "the utterances changed"
         print(f"{out_dir}: {why}; rebuilding the code cache", file=sys.stderr)
-    codes, lengths = [], []
-    for i in tqdm(range(len(items)), desc="tokenize", unit="utt", disable=not progress, leave=False):
-        c = encode_utterance(codec, mels.get(i))  # (T_frames, n_q)
-        codes.append(c.astype(np.int16))
-        lengths.append(len(c))
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = np.concatenate(codes) if codes else np.zeros((0, codec.cfg.n_codebooks), np.int16)
-    meta = {"ids": ids, "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist(),
-            "lengths": lengths, "n_codebooks": codec.cfg.n_codebooks, "codebook_size": codec.cfg.codebook_size,
-            "frames_per_token": codec.cfg.frames_per_token, "codec_hash": codec_hash}
-    tmp_npy, tmp_meta = out_dir / "codes.npy.tmp", out_dir / "codes.json.tmp"
-    with open(tmp_npy, "wb") as f:
-        np.save(f, data)
-    tmp_meta.write_text(json.dumps(meta))
-    os.replace(tmp_npy, npy_path)  # data first, index last: a half-written cache never looks valid
-    os.replace(tmp_meta, meta_path)
+    codes = (encode_utterance(codec, mels.get(i))  # (T_frames, n_q), one utterance in memory at a time
+             for i in tqdm(range(len(items)), desc="tokenize", unit="utt", disable=not progress, leave=False))
+    meta = write_rows(npy_path, meta_path, codes, "<i2", codec.cfg.n_codebooks, {
+        "ids": ids, "n_codebooks": codec.cfg.n_codebooks, "codebook_size": codec.cfg.codebook_size,
+        "frames_per_token": codec.cfg.frames_per_token, "codec_hash": codec_hash})
     return CodeCache(npy_path, meta)
 
 
