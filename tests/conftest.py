@@ -81,3 +81,11 @@ def tiny_talker(flite_corpus: Path, tmp_path_factory: pytest.TempPathFactory) ->
             "model.encoder_layers=1", "train.batch_size=4", "train.log_every=1", "train.save_every=2"]
     train_talker.main(args)
     return {"args": args, "dir": tmp / "run", "codec": codec_path, "corpus": flite_corpus, "tmp": tmp}
+
+
+@pytest.fixture(scope="session")
+def talker_stage_args(tiny_talker: dict) -> list[str]:
+    """The command line of a tiny Talker training on the flite corpus (add --set train.* as needed)."""
+    import sys
+
+    return [sys.executable, "train_talker.py", "--device", "cpu", *tiny_talker["args"]]

@@ -1,4 +1,4 @@
-"""SIGKILL a training run at random moments, some during checkpoint writes, and resume each time.
+"""SIGKILL a tiny Talker training at random moments, some during checkpoint writes, and resume each time.
 
 After every kill the newest checkpoint must load; the run must complete; and on CPU with fixed
 seeds its final weights must equal those of a run that was never interrupted.
@@ -36,8 +36,8 @@ def _final_model(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_sigkill_soak_then_resume_matches_uninterrupted(codec_stage_args: list[str], tmp_path: Path):
-    reference = subprocess.run(_cmd(codec_stage_args, tmp_path, "reference", STEPS), capture_output=True, text=True,
+def test_sigkill_soak_then_resume_matches_uninterrupted(talker_stage_args: list[str], tmp_path: Path):
+    reference = subprocess.run(_cmd(talker_stage_args, tmp_path, "reference", STEPS), capture_output=True, text=True,
                                cwd=ROOT)
     assert reference.returncode == 0, reference.stderr[-2000:]
 
@@ -45,7 +45,7 @@ def test_sigkill_soak_then_resume_matches_uninterrupted(codec_stage_args: list[s
     run_dir = tmp_path / "killed"
     survived, lost = 0, 0
     for kill in range(KILLS):
-        proc = subprocess.Popen(_cmd(codec_stage_args, tmp_path, "killed"), cwd=ROOT,
+        proc = subprocess.Popen(_cmd(talker_stage_args, tmp_path, "killed"), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = step_checkpoints(run_dir)
         deadline = time.time() + 120  # wait until this process has written a checkpoint of its own ...
@@ -62,7 +62,7 @@ def test_sigkill_soak_then_resume_matches_uninterrupted(codec_stage_args: list[s
         except Exception as err:  # the newest checkpoint must never be unreadable
             lost += 1
             pytest.fail(f"kill {kill}: newest checkpoint {found[-1][1]} unreadable: {err}")
-    finish = subprocess.run(_cmd(codec_stage_args, tmp_path, "killed"), capture_output=True, text=True, cwd=ROOT)
+    finish = subprocess.run(_cmd(talker_stage_args, tmp_path, "killed"), capture_output=True, text=True, cwd=ROOT)
     assert finish.returncode == 0, finish.stderr[-2000:]
     assert found[-1][0] < STEPS, "the run finished before all kills were tried; raise STEPS"
     assert (survived, lost) == (KILLS, 0)
