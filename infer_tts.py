@@ -25,7 +25,7 @@ from tqdm import tqdm
 from muomni.audio import SAMPLE_RATE, mel_to_png, save_wav
 from muomni.checkpoint import CheckpointError
 from muomni.config import ConfigError
-from muomni.synthesis import codes_to_mel, load_talker, load_vocoder, text_to_codes, vocode
+from muomni.synthesis import load_talker, load_vocoder, synthesize_with_mels
 from muomni.training import select_device, write_json
 
 FRAMES_PER_SECOND = 12.5
@@ -106,11 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         chunk = lines[start:start + args.batch]
         begin = time.perf_counter()
         try:
-            codes = text_to_codes(bundle, [t for _, t in chunk], [s if s is not None else 0 for s, _ in chunk],
-                                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                                  max_frames=int(args.max_seconds * FRAMES_PER_SECOND))
-            mels = codes_to_mel(bundle.codec, codes)
-            wavs = [vocode(mel, vocoder, n_iter=args.griffin_lim_iters).reshape(-1).cpu() for mel in mels]
+            mels, wavs = synthesize_with_mels(
+                bundle, [t for _, t in chunk], [s if s is not None else 0 for s, _ in chunk], vocoder,
+                n_iter=args.griffin_lim_iters, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                seed=args.seed, max_frames=int(args.max_seconds * FRAMES_PER_SECOND))
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

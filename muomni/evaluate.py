@@ -262,7 +262,7 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
     from muomni.audio import load_audio, mel_to_png, save_wav
     from muomni.config import DataConfig
     from muomni.data import load_corpus
-    from muomni.synthesis import codes_to_mel, load_talker, load_vocoder, text_to_codes, vocode
+    from muomni.synthesis import load_talker, load_vocoder, synthesize_with_mels
 
     bundle = load_talker(args.talker)
     vocoder = load_vocoder(args.vocoder) if args.vocoder else None
@@ -276,10 +276,8 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
         chunk = items[start:start + args.batch]
         speakers = [bundle.speakers.index(it.speaker) if it.speaker in bundle.speakers else 0 for it in chunk]
         t0 = time.perf_counter()
-        codes = text_to_codes(bundle, [it.text for it in chunk], speakers, temperature=args.temperature,
-                              top_k=args.top_k or None, seed=args.seed)
-        mels = codes_to_mel(bundle.codec, codes)
-        outs = [vocode(mel, vocoder, n_iter=args.n_iter).reshape(-1).cpu().numpy() for mel in mels]
+        mels, outs = synthesize_with_mels(bundle, [it.text for it in chunk], speakers, vocoder, n_iter=args.n_iter,
+                                          temperature=args.temperature, top_k=args.top_k or None, seed=args.seed)
         compute += time.perf_counter() - t0
         for it, wav, mel in zip(chunk, outs, mels):
             real = load_audio(it.path)

@@ -168,11 +168,17 @@ def codes_to_mel(codec: nn.Module, codes: list[Tensor]) -> list[Tensor]:
     return [codec.decode(c[None].to(next(codec.parameters()).device))[0] for c in codes]
 
 
-def synthesize(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
-               n_iter: int = 32, **generation) -> list:
-    """texts -> 16 kHz waveforms (numpy float32), text -> codes -> mel -> vocoder (Griffin-Lim without one).
+def synthesize_with_mels(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
+                         n_iter: int = 32, **generation) -> tuple[list[Tensor], list]:
+    """texts -> (log-mels (T, 128), 16 kHz waveforms as numpy float32): text -> codes -> mel -> vocoder.
 
     generation: temperature, top_k, top_p, seed, max_frames, duration_scale (see text_to_codes).
     """
     mels = codes_to_mel(bundle.codec, text_to_codes(bundle, texts, speakers, **generation))
-    return [vocode(mel, vocoder, n_iter=n_iter).reshape(-1).cpu().numpy() for mel in mels]
+    return mels, [vocode(mel, vocoder, n_iter=n_iter).reshape(-1).cpu().numpy() for mel in mels]
+
+
+def synthesize(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
+               n_iter: int = 32, **generation) -> list:
+    """texts -> 16 kHz waveforms (numpy float32), Griffin-Lim when no vocoder is given."""
+    return synthesize_with_mels(bundle, texts, speakers, vocoder, n_iter, **generation)[1]
