@@ -34,7 +34,7 @@ from muomni.training import (
     make_grad_scaler,
     maybe_compile,
     mean_over_ranks,
-    rank_share,
+    rank_shares,
     step_checkpoints,
     unwrap,
     write_json,
@@ -152,10 +152,11 @@ def train(cfg: TalkerRun, run: Run) -> None:
             batch = data.batch(order.next(), run.device)
             with autocast(run.device, cfg.train.amp):
                 out = compiled(**batch)
-            # The losses are means over valid frames: weighting each rank's by its share of the global
-            # batch's frames makes DDP's average the one-process mean when lengths differ across ranks.
-            share = rank_share(batch["code_lens"].sum())
-            scaler.scale(out.losses["loss"] * share / cfg.train.grad_accum).backward()
+            # Each loss is a mean over its own valid elements: weighting each rank's by its share of the
+            # global batch's elements makes DDP's average the one-process mean when lengths differ.
+            shares = rank_shares(out.counts)
+            loss = sum(m.weight(name) * out.losses[name] * shares[name] for name in out.counts)
+            scaler.scale(loss / cfg.train.grad_accum).backward()
             frames_seen += int(batch["code_lens"].sum())
             for k, v in {**out.losses, **out.metrics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.train.grad_accum

@@ -206,19 +206,23 @@ def mean_over_ranks(metrics: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, (values / dist.get_world_size()).tolist()))
 
 
-def rank_share(count: torch.Tensor | float) -> float:
-    """world x this rank's count / the count summed over ranks (1.0 in one process).
+def rank_shares(counts: dict[str, torch.Tensor | float]) -> dict[str, float]:
+    """Per named mean: world x this rank's element count / the count summed over ranks (1.0 in one process).
 
-    A loss that is a mean over ``count`` elements (valid frames, say) times this share is this rank's
-    part of the mean over the global batch, once DDP averages gradients over ranks: the N-process step
-    is the one-process step even when the ranks' shares hold different numbers of elements.
+    A loss that is a mean over ``counts[name]`` elements (valid frames, say) times its share is this rank's
+    part of the mean over the global batch once DDP averages gradients over ranks: the N-process step is
+    the one-process step even when the ranks' shares hold different numbers of elements. Each loss needs
+    its own share when the losses average over different elements (frames, stop positions, text tokens).
+    One all-reduce for all names.
     """
     if not _distributed():
-        return 1.0
-    local = float(count)
-    total = torch.tensor([local], dtype=torch.float64, device=_collective_device())
+        return dict.fromkeys(counts, 1.0)
+    names = list(counts)
+    local = torch.tensor([float(counts[n]) for n in names], dtype=torch.float64, device=_collective_device())
+    total = local.clone()
     dist.all_reduce(total)
-    return dist.get_world_size() * local / max(float(total), 1e-12)
+    world = dist.get_world_size()
+    return {n: world * a / max(b, 1e-12) for n, a, b in zip(names, local.tolist(), total.tolist(), strict=True)}
 
 
 def any_rank(flag: bool) -> bool:
@@ -610,6 +614,11 @@ class Run:
         if self._wandb is not None:
             self._wandb.finish()
         if self.world > 1 and dist.is_initialized():
+            # Every rank leaves together: a rank that tears down its gloo pairs while another still
+            # writes its last checkpoint aborts the process ("terminate called without an active exception").
+            # Not while an error unwinds (close() in a finally): the other ranks would wait for this one.
+            if sys.exc_info()[0] is None:
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -32,6 +32,7 @@ from torch import nn
 @dataclass
 class AlignResult:
     losses: dict[str, torch.Tensor]  # align, dur
+    counts: dict[str, torch.Tensor]  # the number of elements each loss averages over
     path: torch.Tensor  # (B, N, F * sub_frames) 0/1, no gradient
     durations: torch.Tensor  # (B, N) sub-frames per token
 
@@ -94,7 +95,8 @@ class Aligner(nn.Module):
         dur_ok = (text_ok & ended[:, None]).float()
         err = (self.predict_durations(states, text_lens).float() - durations / S) ** 2  # float32 loss
         dur_loss = (err * dur_ok).sum() / dur_ok.sum().clamp(min=1)
-        return AlignResult({"align": nll, "dur": dur_loss}, path, durations.long())
+        counts = {"align": code_lens.sum(), "dur": dur_ok.sum()}
+        return AlignResult({"align": nll, "dur": dur_loss}, counts, path, durations.long())
 
 
 @torch.compiler.disable  # a data-dependent loop over frames: compiled, it would unroll every frame

@@ -212,6 +212,7 @@ class Transformer(nn.Module):
 @dataclass
 class TalkerOutput:
     losses: dict[str, torch.Tensor]  # named, unweighted; "loss" is the weighted total
+    counts: dict[str, torch.Tensor]  # per named loss, the number of elements it averages over (for DDP shares)
     metrics: dict[str, torch.Tensor]  # accuracies (c0_accuracy, c1_accuracy, ..., stop_accuracy)
     logits: torch.Tensor  # (B, F, n_heads, K): codebook logits at the audio positions 0..F-1
     stop_logits: torch.Tensor  # (B, F + 1)
@@ -303,6 +304,7 @@ class Talker(nn.Module):
         ended = torch.ones(B, dtype=torch.bool, device=codes.device) if ended is None else ended
         prefix = self.encode_text(text, text_lens)  # (B, N, D)
         losses: dict[str, torch.Tensor] = {}
+        counts: dict[str, torch.Tensor] = {}
         aligned = None
         if self.aligner is not None and durations is not None:
             path = durations_to_path(durations, Fr * cfg.sub_frames)
@@ -310,6 +312,7 @@ class Talker(nn.Module):
         elif self.aligner is not None:
             align = self.aligner(prefix, text_lens, codes, code_lens, ended)
             losses.update(align.losses)
+            counts.update(align.counts)
             durations = align.durations
             aligned = aligned_states(self.aligner, prefix, align.path, code_lens, Fr + 1)  # (B, F + 1, D)
         x = self.audio_inputs(codes, speakers, aligned)  # (B, F + 1, D)
@@ -322,6 +325,7 @@ class Talker(nn.Module):
 
         frame_ok = torch.arange(Fr, device=codes.device)[None] < code_lens[:, None]  # (B, F)
         metrics: dict[str, torch.Tensor] = {}
+        counts.update({f"c{k}": frame_ok.sum() for k in range(cfg.n_q)})
         for k in range(logits.shape[2]):
             ce = F.cross_entropy(logits[:, :, k].flatten(0, 1).float(), codes[..., k].flatten(), reduction="none")
             losses[f"c{k}"] = _masked_mean(ce.view(B, Fr), frame_ok)
@@ -336,9 +340,10 @@ class Talker(nn.Module):
         stop_ok = (pos <= code_lens[:, None]) & (ended[:, None] | (pos < code_lens[:, None]))
         bce = F.binary_cross_entropy_with_logits(stop_logits.float(), stop_target, reduction="none")
         losses["stop"] = _masked_mean(bce, stop_ok)
+        counts["stop"] = stop_ok.sum()
         metrics["stop_accuracy"] = _masked_mean(((stop_logits > 0).float() == stop_target).float(), stop_ok)
         losses["loss"] = sum(cfg.weight(name) * value for name, value in losses.items())
-        return TalkerOutput(losses, metrics, logits, stop_logits, durations)
+        return TalkerOutput(losses, counts, metrics, logits, stop_logits, durations)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
