@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> None:
         if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:
             run.save(step, objects, metric=metric)
     run.close()
-    if run.stop_requested:
-        sys.exit(130)
+    if run.stop_requested and not run.out_of_time:
+        sys.exit(130)  # stopped by a signal
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ class TrainConfig:
     seed: int = 1234
     device: str = "auto"  # auto (cuda, mps, cpu) | cpu | cuda | cuda:1 | mps
     steps: int = 1000
+    max_minutes: float = 0.0  # > 0: after this many wall-clock minutes of the loop, save a checkpoint and stop
     batch_size: int = 16
     grad_accum: int = 1
     lr: float = 3e-4
@@ -78,6 +79,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if len(self.betas) != 2:
             raise ConfigError(f"train.betas must be two numbers, got {self.betas}")
+        if self.max_minutes < 0:
+            raise ConfigError(f"train.max_minutes must be >= 0 (0 = no time limit), got {self.max_minutes}")
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -227,11 +227,16 @@ def rank_shares(counts: dict[str, torch.Tensor | float]) -> dict[str, float]:
 
 def any_rank(flag: bool) -> bool:
     """True on every rank when it is true on any rank (identity in one process)."""
+    return any_ranks([flag])[0]
+
+
+def any_ranks(flags: list[bool]) -> list[bool]:
+    """any_rank for several flags in one collective."""
     if not _distributed():
-        return flag
-    value = torch.tensor([float(flag)], device=_collective_device())
+        return list(flags)
+    value = torch.tensor([float(f) for f in flags], device=_collective_device())
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    return [bool(v) for v in value.tolist()]
 
 
 # ---------------------------------------------------------------- RNG and data position
@@ -303,6 +308,8 @@ class BatchOrder:
 
 # ---------------------------------------------------------------- the run
 
+_clock = time.monotonic  # the clock train.max_minutes is measured on
+
 
 class Run:
     """A run folder ``<train.out_dir>/<train.run_name>/`` and everything written into it."""
@@ -319,6 +326,8 @@ class Run:
         self.device = select_device(getattr(args, "device", None) or train.device)
         self.bad_steps = self.bad_in_a_row = 0
         self._stop = False
+        self.out_of_time = False  # the stop came from train.max_minutes, not from a signal
+        self._deadline = None  # set by progress(), when the training loop starts
         self._bar = None
         self._last_log = (time.perf_counter(), 0)
         self._wandb = None
@@ -505,6 +514,8 @@ class Run:
         self._bar = tqdm(total=total, initial=start, desc=self.stage, dynamic_ncols=True,
                          disable=not self.is_main, unit="step")
         self._last_log = (time.perf_counter(), start)
+        if self.cfg.train.max_minutes > 0:  # the budget counts training, not data caching and setup
+            self._deadline = _clock() + 60 * self.cfg.train.max_minutes
         return self._bar
 
     def log(self, step: int, metrics: dict[str, float], split: str = "train") -> None:
@@ -547,10 +558,16 @@ class Run:
 
     @property
     def stop_requested(self) -> bool:
-        """Set by SIGINT/SIGTERM. Under DDP it is agreed over ranks (a collective): every rank reads it at
-        the same points of the loop, so all of them stop at the same step."""
+        """Set by SIGINT/SIGTERM, or once train.max_minutes have passed since the loop started (then
+        ``out_of_time`` is set too). Under DDP both are agreed over ranks (one collective): every rank reads
+        it at the same points of the loop, so all of them stop at the same step."""
+        late = self._deadline is not None and _clock() > self._deadline
         if self.world > 1:
-            self._stop = any_rank(self._stop)  # after close() the last agreed answer stays
+            self._stop, late = any_ranks([self._stop, late])  # after close() the last agreed answer stays
+        if late and not self.out_of_time:
+            self.out_of_time = self._stop = True
+            self.info(f"train.max_minutes = {self.cfg.train.max_minutes:g} reached: saving a checkpoint and "
+                      "stopping (--resume continues the run)")
         return self._stop
 
     @stop_requested.setter
@@ -609,6 +626,7 @@ class Run:
                                  mode=mode, config=config_to_dict(self.cfg), resume="allow")
 
     def close(self) -> None:
+        self._deadline = None  # a finished run is not out of time
         if self._bar is not None:
             self._bar.close()
         if self._wandb is not None:

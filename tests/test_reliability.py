@@ -122,6 +122,17 @@ def reference_curve(flite_corpus: Path, tmp_path_factory: pytest.TempPathFactory
     return _losses(out / "ref")
 
 
+def test_time_budget_stops_with_a_checkpoint_and_exit_0(flite_corpus, tmp_path):
+    """train.max_minutes on a run far too long for it: a checkpoint at the step where time ran out, exit 0."""
+    proc = subprocess.run(_codec_cmd(flite_corpus, tmp_path, "budget", "train.steps=1000000", "train.max_minutes=0.1"),
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "train.max_minutes = 0.1 reached" in proc.stderr
+    saved = step_checkpoints(tmp_path / "budget")
+    last = json.loads((tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert saved and 0 < saved[-1][0] < 1000000 and saved[-1][0] == last["step"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_polite_stop_saves_then_resume_continues_the_curve(flite_corpus, reference_curve, tmp_path, sig):
     proc = subprocess.Popen(_codec_cmd(flite_corpus, tmp_path, "stopped"), cwd=ROOT,

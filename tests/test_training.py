@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from muomni.config import DataConfig, TrainConfig, apply_overrides
+from muomni.config import ConfigError, DataConfig, TrainConfig, apply_overrides
 from muomni.training import (
     BatchOrder,
     CheckpointError,
@@ -177,3 +177,37 @@ def test_batch_order_shards_the_global_batch():
         full = one.next()
         shards = [r.next() for r in ranks]
         assert sorted(shards[0] + shards[1]) == sorted(full)
+
+
+def test_max_minutes_stops_at_a_step_boundary_and_resume_continues(tmp_path, monkeypatch):
+    """train.max_minutes: once the budget has passed, stop_requested turns true (out_of_time, not a signal); the
+    loop saves where it stopped and --resume carries on to train.steps."""
+    from muomni import training
+
+    now = [0.0]
+    monkeypatch.setattr(training, "_clock", lambda: now[0])
+    cfg = _cfg(tmp_path, steps=10, save_every=100, max_minutes=0.45)
+    run = Run(cfg, "toy", _args())
+    model = nn.Linear(4, 1)
+    objects = {"model": model, "optim": torch.optim.SGD(model.parameters(), lr=0.1)}
+    now[0] += 100.0  # setup and data caching do not count
+    run.progress(0, cfg.train.steps)
+    step = 0
+    while step < cfg.train.steps and not run.stop_requested:
+        step += 1
+        now[0] += 10.0  # each step takes 10 s: the 27 s budget is over after step 3
+        if step == cfg.train.steps or run.stop_requested:
+            run.save(step, objects)
+    run.close()
+    assert (step, run.out_of_time) == (3, True)
+    assert [s for s, _ in step_checkpoints(tmp_path / "toy")] == [3]
+
+    resumed = Run(_cfg(tmp_path, steps=10, save_every=100), "toy", _args(resume=True))
+    assert resumed.restore(resumed.resume_payload(), objects) == 3
+    assert not resumed.stop_requested and not resumed.out_of_time  # no budget this time
+    resumed.close()
+
+
+def test_max_minutes_must_not_be_negative(tmp_path):
+    with pytest.raises(ConfigError, match="train.max_minutes"):
+        _cfg(tmp_path, max_minutes=-1)
