@@ -67,6 +67,7 @@ def _gather_batch(z: torch.Tensor) -> torch.Tensor:
     return torch.stack([parts[b % world][b // world] for b in range(sum(sizes))])
 
 
+@torch.compiler.disable  # a one-off draw; compiled, randperm(N)[:n] with N == n trips an inductor pattern (torch 2.13)
 def _sample(x: torch.Tensor, n: int) -> torch.Tensor:
     """n rows of x (N, D) drawn at random (with replacement only when N < n)."""
     if x.shape[0] >= n:
