@@ -45,8 +45,15 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, stage: str | None = None) -> dict[str, Any]:
-    """Load a checkpoint safely (weights_only=True); refuse a damaged, pickled or other-stage file."""
+    """Load a checkpoint safely (weights_only=True); refuse a damaged, pickled or other-stage file.
+
+    ``path`` is a checkpoint file, an exported model folder, or a run folder (its newest step checkpoint).
+    """
+    from .export import META
+
     path = Path(path)
+    if path.is_dir() and not (path / META).is_file() and step_checkpoints(path):
+        path = step_checkpoints(path)[-1][1]
     if path.is_dir():
         payload = _load_exported(path)
     elif not path.is_file():
@@ -64,7 +71,8 @@ def _load_exported(path: Path) -> dict[str, Any]:
     from .export import META, WEIGHTS, load_exported
 
     if not (path / META).is_file() or not (path / WEIGHTS).is_file():
-        raise CheckpointError(f"{path}: a folder, but not an exported model ({META} and {WEIGHTS} expected)")
+        raise CheckpointError(f"{path}: a folder, but neither a run folder with step checkpoints nor an exported "
+                              f"model ({META} and {WEIGHTS} expected)")
     try:
         return load_exported(path)
     except Exception as err:

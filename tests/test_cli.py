@@ -33,5 +33,12 @@ def test_export_roundtrip_drops_training_state(tmp_path):
     assert back["vocab"] == payload["vocab"] and back["codec"]["config"] == {"n_q": 2}
     torch.testing.assert_close(back["model"]["w"], payload["model"]["w"])
     torch.testing.assert_close(back["codec"]["model"]["cb"], payload["codec"]["model"]["cb"])
-    with pytest.raises(CheckpointError, match="not an exported model"):
+    with pytest.raises(CheckpointError, match="neither a run folder with step checkpoints nor an exported model"):
         load_checkpoint(tmp_path)
+
+
+def test_a_run_folder_loads_its_newest_step_checkpoint(tmp_path):
+    """What the demo and a user pass around: checkpoints/<run> stands for its newest step checkpoint."""
+    for step in (2, 10, 4):
+        save_checkpoint(tmp_path / f"step_{step:08d}.pt", {"stage": "codec", "step": step})
+    assert load_checkpoint(tmp_path, "codec")["step"] == 10

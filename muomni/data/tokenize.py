@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> CodeCache:
     from muomni.models.codec import codec_hash, load_codec
 
     parser = argparse.ArgumentParser(prog="python -m muomni.data.tokenize", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--codec", required=True, help="codec checkpoint written by train_codec.py")
+    parser.add_argument("--codec", required=True, help="codec checkpoint written by train_codec.py, or its run folder "
+                        "(the newest step checkpoint)")
     parser.add_argument("--data", required=True, help="corpus folder (or filelist)")
     parser.add_argument("--out", help=f"output folder (default: {default_codes_dir('<data>')})")
     args = parser.parse_args(argv)
