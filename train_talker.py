@@ -22,7 +22,7 @@ import torch
 from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from muomni.data import load_corpus
 from muomni.models.codec import codec_hash, codec_to_dict, load_codec
-from muomni.models.talker import Talker, TalkerConfig, count_parameters, perplexity
+from muomni.models.talker import TalkerConfig, build_talker, count_parameters, perplexity
 from muomni.talker_data import TalkerData, read_prompts
 from muomni.text import TextProcessor
 from muomni.training import (
@@ -122,8 +122,8 @@ def train(cfg: TalkerRun, run: Run) -> None:
         write_json(run.dir / "config.json", config_to_dict(cfg))
 
     # ---- model, optimiser, schedule
-    model = Talker(m).to(run.device)
-    run.info(f"Talker: {count_parameters(model) / 1e6:.2f} M parameters, {cfg.train.steps} steps, "
+    model = build_talker(m).to(run.device)
+    run.info(f"Talker ({m.arch}): {count_parameters(model) / 1e6:.2f} M parameters, {cfg.train.steps} steps, "
              f"{len(data.train)} train / {len(data.heldout)} held-out utterances, max_text {m.max_text}, "
              f"max_frames {m.max_frames} ({data.describe_truncation()})")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
@@ -186,7 +186,7 @@ def train(cfg: TalkerRun, run: Run) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: Talker, data: TalkerData, cfg: TalkerRun, run: Run, step: int) -> float:
+def evaluate(model: torch.nn.Module, data: TalkerData, cfg: TalkerRun, run: Run, step: int) -> float:
     """Held-out teacher-forced losses, perplexities and accuracies; returns the held-out loss."""
     model.eval()
     sums, n = {}, 0

@@ -69,7 +69,7 @@ def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = 32) -> T
 class TalkerBundle:
     """Everything a Talker checkpoint carries: the model, its codec, its text vocabulary, its speakers."""
 
-    model: nn.Module  # muomni.models.talker.Talker
+    model: nn.Module  # muomni.models.talker.Talker or muomni.models.trm.TRMTalker (build_talker)
     codec: nn.Module  # muomni.models.codec.CodecModel
     text: object  # muomni.text.TextProcessor
     speakers: list[str]
@@ -84,7 +84,7 @@ class _TalkerModel:
 def load_talker(path: str | Path, device: str | torch.device = "cpu") -> TalkerBundle:
     """A train_talker.py checkpoint -> TalkerBundle in eval mode; needs no other file."""
     from muomni.models.codec import codec_from_dict
-    from muomni.models.talker import Talker
+    from muomni.models.talker import build_talker
     from muomni.text import TextProcessor
     from muomni.training import load_checkpoint
 
@@ -93,7 +93,7 @@ def load_talker(path: str | Path, device: str | torch.device = "cpu") -> TalkerB
         if key not in payload:
             raise ConfigError(f"{path}: Talker checkpoint has no '{key}' entry (written by an older train_talker.py?)")
     cfg = config_from_dict({"model": payload["config"]["model"]}, _TalkerModel, source=str(path)).model
-    model = Talker(cfg)
+    model = build_talker(cfg)
     model.load_state_dict(payload["model"])
     codec = codec_from_dict(payload["codec"], source=f"{path} (codec)")
     return TalkerBundle(model.eval().to(device), codec.eval().to(device), TextProcessor.from_dict(payload["text"]),
@@ -145,15 +145,13 @@ def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, tempera
                   top_k: int | None = None, top_p: float | None = None, seed: int | None = 0,
                   max_frames: int | None = None, duration_scale: float = 1.0) -> list[Tensor]:
     """texts -> codes, one (T, n_q) long tensor each (batched generation, seedable)."""
-    from muomni.models.talker_generate import generate
-
     text, lens = encode_texts(bundle, texts)
     spk = torch.tensor(_speaker_ids(bundle, speakers, len(texts)))
     device = next(bundle.model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    codes, lengths = generate(bundle.model, text.to(device), lens.to(device), spk.to(device), max_frames=max_frames,
-                              temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
-                              duration_scale=duration_scale)
+    codes, lengths = bundle.model.generate(text.to(device), lens.to(device), spk.to(device), max_frames=max_frames,
+                                           temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
+                                           duration_scale=duration_scale)
     return [codes[i, :max(int(lengths[i]), 1)] for i in range(len(texts))]
 
 

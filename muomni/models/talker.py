@@ -36,6 +36,7 @@ from muomni.models.aligner import Aligner, aligned_states, durations_to_path
 
 @dataclass
 class TalkerConfig:
+    arch: str = "ar"  # ar: this autoregressive Talker | trm: non-autoregressive recursive refinement (trm.py)
     vocab_size: int = 0  # text tokens; 0 = taken from the text processor by train_talker.py
     n_speakers: int = 1
     n_q: int = 2  # codebooks; 0 = taken from the codec
@@ -59,9 +60,16 @@ class TalkerConfig:
     decoder_fraction: float = 0.0625  # fraction of frames the depth decoder trains on
     max_text: int = 0  # fixed text length of a batch (0 = from the corpus, stats.json)
     max_frames: int = 0  # fixed frame count of a batch and generation limit (0 = from the corpus)
-    loss_weights: dict[str, float] = field(default_factory=dict)  # c0, c1, ..., stop, align, dur
+    H_cycles: int = 3  # trm: refinement cycles of the answer y; gradients flow through the last one only
+    L_cycles: int = 6  # trm: passes of the recursive blocks over the latent z per cycle
+    share_output_heads: bool = False  # trm: one output projection for every codebook (each keeps its embedding)
+    loss_weights: dict[str, float] = field(default_factory=dict)  # c0, c1, ..., stop, align, dur (trm: length)
 
     def __post_init__(self):
+        if self.arch not in ("ar", "trm"):
+            raise ConfigError(f"model.arch = {self.arch!r}: expected ar (autoregressive) or trm (recursive refinement)")
+        if self.H_cycles < 1 or self.L_cycles < 1:
+            raise ConfigError(f"model: H_cycles ({self.H_cycles}) and L_cycles ({self.L_cycles}) must be >= 1")
         if self.d_model % self.n_heads or self.n_heads % max(self.n_kv_heads, 1):
             raise ConfigError(
                 f"model: d_model ({self.d_model}) must divide by n_heads ({self.n_heads}) and n_heads by "
@@ -73,7 +81,10 @@ class TalkerConfig:
             raise ConfigError("model: text_prefix and duration_path are both off: the Talker would not see text")
         if self.depth_layers and self.n_q < 2:
             raise ConfigError("model: a depth decoder needs n_q >= 2")
-        valid = {f"c{k}" for k in range(max(self.n_q, 1))} | {"stop", "align", "dur", "depth"}
+        if self.depth_layers and self.arch == "trm":
+            raise ConfigError("model: depth_layers is an autoregressive option; the trm Talker predicts every codebook")
+        named = {"stop", "align", "dur", "depth"} if self.arch == "ar" else {"length"}
+        valid = {f"c{k}" for k in range(max(self.n_q, 1))} | named
         for key in self.loss_weights:
             if key not in valid and self.n_q:
                 raise ConfigError(f"model.loss_weights: unknown loss {key!r}; valid: {', '.join(sorted(valid))}")
@@ -83,7 +94,20 @@ class TalkerConfig:
         return self.d_model // self.n_heads
 
     def weight(self, name: str) -> float:
-        return float(self.loss_weights.get(name, 1.0))
+        """The weight of a named loss: loss_weights (default 1), times the codebook weighting of the trm Talker."""
+        base = 1.0
+        if self.arch == "trm" and name[:1] == "c" and name[1:].isdigit() and int(name[1:]) < self.n_q:
+            base = codebook_weights(self.n_q)[int(name[1:])]
+        return base * float(self.loss_weights.get(name, 1.0))
+
+
+def codebook_weights(n_q: int) -> list[float]:
+    """Codebook 0 (the coarse structure every later codebook refines) weighs 2.0, codebooks 1..7 fall linearly
+    from 1.5 to 1.0, the rest 1.0; normalised to mean 1 so the total stays on the scale of one cross-entropy."""
+    raw = [2.0] + [1.5 - 0.5 * (k - 1) / 6 for k in range(1, 8)] + [1.0] * max(n_q - 8, 0)
+    raw = raw[:n_q]
+    mean = sum(raw) / len(raw)
+    return [w / mean for w in raw]
 
 
 # ---------------------------------------------------------------- building blocks
@@ -215,8 +239,9 @@ class TalkerOutput:
     counts: dict[str, torch.Tensor]  # per named loss, the number of elements it averages over (for DDP shares)
     metrics: dict[str, torch.Tensor]  # accuracies (c0_accuracy, c1_accuracy, ..., stop_accuracy)
     logits: torch.Tensor  # (B, F, n_heads, K): codebook logits at the audio positions 0..F-1
-    stop_logits: torch.Tensor  # (B, F + 1)
+    stop_logits: torch.Tensor | None  # (B, F + 1); None for the trm Talker, which predicts its length instead
     durations: torch.Tensor | None  # (B, N) sub-frames per text token from the alignment search
+    lengths: torch.Tensor | None = None  # (B,) predicted frame counts (trm)
 
 
 class Talker(nn.Module):
@@ -288,6 +313,13 @@ class Talker(nn.Module):
         """h (B, L, D) -> codebook logits (B, L, n_heads, K), stop logits (B, L)."""
         return torch.stack([head(h) for head in self.heads], dim=2), self.stop_head(h).squeeze(-1)
 
+    @torch.no_grad()
+    def generate(self, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor, **kw):
+        """Batched generation -> codes (B, T, n_q), lengths (B,); keywords as ``talker_generate.generate``."""
+        from muomni.models.talker_generate import generate
+
+        return generate(self, text, text_lens, speakers, **kw)
+
     # -- training
 
     def forward(
@@ -344,6 +376,15 @@ class Talker(nn.Module):
         metrics["stop_accuracy"] = _masked_mean(((stop_logits > 0).float() == stop_target).float(), stop_ok)
         losses["loss"] = sum(cfg.weight(name) * value for name, value in losses.items())
         return TalkerOutput(losses, counts, metrics, logits, stop_logits, durations)
+
+
+def build_talker(cfg: TalkerConfig) -> nn.Module:
+    """The Talker family named by ``cfg.arch``: ``ar`` (this file) or ``trm`` (trm.py)."""
+    if cfg.arch == "trm":
+        from muomni.models.trm import TRMTalker
+
+        return TRMTalker(cfg)
+    return Talker(cfg)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

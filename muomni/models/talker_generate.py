@@ -147,6 +147,11 @@ def pick_frame(model: Talker, logits, h, temperature, top_k, top_p, generator) -
     return model.depth.generate(h, first[0], lambda lg: sample(lg, temperature, top_k, top_p, generator))
 
 
+def frame_limit(cfg, max_frames: int | None = None) -> int:
+    """The most frames one item may get: max_frames when given, else 3 x the training max_frames (at least 64)."""
+    return max_frames or 3 * max(cfg.max_frames, 64)
+
+
 @torch.no_grad()
 def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor,
              max_frames: int | None = None, temperature: float = 1.0, top_k: int | None = None,
@@ -162,7 +167,7 @@ def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speaker
     """
     cfg = model.cfg
     B, N = text.shape
-    limit = max_frames or 3 * max(cfg.max_frames, 64)
+    limit = frame_limit(cfg, max_frames)
     if model.aligner is not None and not max_frames:  # the durations set the length: size the cache for them
         enc = model.encode_text(text, text_lens)
         if durations is None:
