@@ -13,9 +13,7 @@ not depend on the weights). Real-time factor = compute seconds / audio seconds (
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -68,27 +66,16 @@ def _synthesize(talker, codec, text, vocoder) -> torch.Tensor:
     return vocode(codec.decode(codes), vocoder).reshape(-1)
 
 
-def _median_time(fn, repeats: int = 5) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def run() -> list[dict]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: stable timings on a small shared machine
-    try:
-        return _measure()
-    finally:
-        torch.set_num_threads(threads)
+    from bench_vocoder import on_one_thread
+
+    return on_one_thread(_measure)
 
 
 def _measure() -> list[dict]:
     import warnings
+
+    from bench_vocoder import _median_time
 
     rows = []
     seconds = FRAMES * 0.08

@@ -67,13 +67,18 @@ def activation_bytes(fn) -> int:
     return sum(seen.values())
 
 
-def run() -> list[dict]:
+def on_one_thread(measure) -> list[dict]:
+    """measure() with torch on one thread (stable timings on a small shared machine), then as before."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: stable timings on a small shared machine
+    torch.set_num_threads(1)
     try:
-        return _measure()
+        return measure()
     finally:
         torch.set_num_threads(threads)
+
+
+def run() -> list[dict]:
+    return on_one_thread(_measure)
 
 
 def _measure() -> list[dict]:

@@ -93,6 +93,11 @@ class TalkerConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
+    def require_data_fields(self) -> None:
+        """vocab_size, n_q and codebook_size come from the text processor and the codec; a model needs them."""
+        if self.vocab_size < 3 or self.n_q < 1 or self.codebook_size < 2:
+            raise ConfigError("model: vocab_size, n_q and codebook_size must be set (from the text processor/codec)")
+
     def weight(self, name: str) -> float:
         """The weight of a named loss: loss_weights (default 1), times the codebook weighting of the trm Talker."""
         base = 1.0
@@ -247,8 +252,7 @@ class TalkerOutput:
 class Talker(nn.Module):
     def __init__(self, cfg: TalkerConfig):
         super().__init__()
-        if cfg.vocab_size < 3 or cfg.n_q < 1 or cfg.codebook_size < 2:
-            raise ConfigError("model: vocab_size, n_q and codebook_size must be set (from the text processor/codec)")
+        cfg.require_data_fields()
         self.cfg = cfg
         d = cfg.d_model
         self.text_emb = nn.Embedding(cfg.vocab_size, d)

@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from muomni.config import ConfigError
 from muomni.models.talker import (
     Attention,
     FeedForward,
@@ -129,8 +128,7 @@ class LengthPredictor(nn.Module):
 class TRMTalker(nn.Module):
     def __init__(self, cfg: TalkerConfig):
         super().__init__()
-        if cfg.vocab_size < 3 or cfg.n_q < 1 or cfg.codebook_size < 2:
-            raise ConfigError("model: vocab_size, n_q and codebook_size must be set (from the text processor/codec)")
+        cfg.require_data_fields()
         self.cfg = cfg
         d = cfg.d_model
         self.text_emb = nn.Embedding(cfg.vocab_size, d)
