@@ -15,7 +15,6 @@ import argparse
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -35,7 +34,6 @@ from muomni.training import (
     maybe_compile,
     mean_over_ranks,
     rank_shares,
-    step_checkpoints,
     unwrap,
     write_json,
 )
@@ -77,17 +75,6 @@ class TalkerRun:
     train: TalkerTrainConfig = field(default_factory=TalkerTrainConfig)
 
 
-def resolve_codec(path: str) -> Path:
-    """A codec checkpoint, or a codec run folder: its newest step checkpoint (what the demo tokenizes with)."""
-    p = Path(path)
-    if p.is_dir() and not (p / "checkpoint.json").is_file():  # not an exported model
-        found = step_checkpoints(p)
-        if not found:
-            raise ConfigError(f"data.codec = {path}: a folder without step checkpoints")
-        return found[-1][1]
-    return p
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = add_run_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     args = parser.parse_args(argv)
@@ -105,7 +92,7 @@ def train(cfg: TalkerRun, run: Run) -> None:
         raise ConfigError("data.codec: name the codec checkpoint the corpus was tokenized with "
                           "(--set data.codec=checkpoints/codec_tiny/best.pt)")
     corpus = load_corpus(cfg.data)
-    codec = load_codec(resolve_codec(cfg.data.codec))
+    codec = load_codec(cfg.data.codec)  # a checkpoint, an exported folder or a run folder (newest step)
     text = TextProcessor.build([it.text for it in corpus.train], cfg.data.text)
     with run.main_first():  # rank 0 writes the fixed lengths into stats.json, the others read them
         data = TalkerData.build(cfg, corpus, codec, codec_hash(codec), text, run)
