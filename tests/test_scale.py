@@ -8,10 +8,12 @@ of the same global batch, and every rank with rank 0.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib.util
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ import torch
 import torch.multiprocessing as mp
 
 ROOT = Path(__file__).resolve().parents[1]
+LAUNCH_TIMEOUT_S = 240  # each launch takes seconds; a rank stuck in a collective fails the test instead of hanging it
 
 TINY_CODEC = [
     "model.hidden_dim=32", "model.latent_dim=16", "model.codebook_dim=16", "model.n_blocks=1", "model.dilations=[1]",
@@ -38,6 +41,10 @@ def _worker(rank: int, world: int, port: int, script: str, argv: list[str], dump
     """One rank, set up as torchrun sets it up; every Run.save also records this rank's state."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    # One host: gloo talks over loopback whatever the machine's hostname resolves to.
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # A rank still running just before the launch deadline prints where it is (in the test's captured stderr).
+    faulthandler.dump_traceback_later(LAUNCH_TIMEOUT_S - 15, exit=True)
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(script).parent))  # the repository root the script lives in
     from muomni import training
@@ -61,8 +68,18 @@ def _worker(rank: int, world: int, port: int, script: str, argv: list[str], dump
 def launch(script: str, argv: list[str], world: int, dump: Path) -> dict[int, dict[str, torch.Tensor]]:
     """Run ``script`` with ``world`` processes; -> {rank: state at the last save}."""
     dump.mkdir(parents=True, exist_ok=True)
-    mp.start_processes(_worker, args=(world, _free_port(), str(ROOT / script), argv, str(dump)),
-                       nprocs=world, join=True, start_method="spawn")
+    ranks = mp.start_processes(_worker, args=(world, _free_port(), str(ROOT / script), argv, str(dump)),
+                               nprocs=world, join=False, start_method="spawn")
+    deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+    try:
+        while not ranks.join(timeout=1):  # raises as soon as a rank fails
+            if time.monotonic() > deadline:
+                pytest.fail(f"{script} with {world} process(es) did not finish in {LAUNCH_TIMEOUT_S} s; "
+                            "each rank's stack is in the captured stderr")
+    finally:
+        for process in ranks.processes:
+            if process.is_alive():
+                process.kill()
     states = {}
     for rank in range(world):
         last = sorted(dump.glob(f"rank{rank}_step*.pt"))[-1]
