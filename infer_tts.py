@@ -25,7 +25,7 @@ from tqdm import tqdm
 from muomni.audio import SAMPLE_RATE, mel_to_png, save_wav
 from muomni.checkpoint import CheckpointError
 from muomni.config import ConfigError
-from muomni.synthesis import load_talker, load_vocoder, synthesize_with_mels
+from muomni.synthesis import MEL_FROM, load_talker, load_vocoder, synthesize_with_mels
 from muomni.training import select_device, write_json
 
 FRAMES_PER_SECOND = 12.5
@@ -79,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=20.0, help="longest audio per sentence")
     parser.add_argument("--griffin-lim-iters", type=int, default=32)
+    parser.add_argument("--mel-from", choices=MEL_FROM, default="expected",
+                        help="expected: the codec decodes each frame's expected code vectors under the Talker's "
+                             "distribution (clearer); codes: the generated codes themselves")
     parser.add_argument("--batch", type=int, default=8, help="sentences generated together")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             mels, wavs = synthesize_with_mels(
                 bundle, [t for _, t in chunk], [s if s is not None else 0 for s, _ in chunk], vocoder,
-                n_iter=args.griffin_lim_iters, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                n_iter=args.griffin_lim_iters, mel_from=args.mel_from, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p,
                 seed=args.seed, max_frames=int(args.max_seconds * FRAMES_PER_SECOND))
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             mel_to_png(path.with_suffix(".png"), [mel], [text[:90]])
             seconds = len(wav) / SAMPLE_RATE
             manifest.append({"wav": str(path), "text": text, "speaker": speaker if speaker is not None else 0,
-                             "duration": round(seconds, 3), "vocoder": vocoder_name,
+                             "duration": round(seconds, 3), "vocoder": vocoder_name, "mel_from": args.mel_from,
                              "rtf": round(elapsed / max(total_audio, 1e-9), 4)})
             bar.update(1)
             if len(lines) == 1:

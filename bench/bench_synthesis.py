@@ -51,7 +51,8 @@ def _models(talker_config: str, codec_config: str, vocoder_config: str):
 
 @torch.inference_mode()
 def _synthesize(talker, codec, text, vocoder) -> torch.Tensor:
-    """One sentence, text -> waveform; vocoder None = Griffin-Lim."""
+    """One sentence, text -> waveform, decoding the expected code vectors as infer_tts.py does by default;
+    vocoder None = Griffin-Lim."""
     from muomni.models.talker_generate import generate
     from muomni.synthesis import vocode
 
@@ -60,10 +61,10 @@ def _synthesize(talker, codec, text, vocoder) -> torch.Tensor:
     sub = talker.cfg.sub_frames
     durations = torch.full((1, n), FRAMES * sub // n)
     durations[0, : FRAMES * sub - int(durations.sum())] += 1  # exactly FRAMES frames in all
-    codes, lengths = generate(talker, ids, torch.tensor([n]), torch.zeros(1, dtype=torch.long), temperature=0.0,
-                              durations=durations)
+    _, lengths, probs = generate(talker, ids, torch.tensor([n]), torch.zeros(1, dtype=torch.long), temperature=0.0,
+                                 durations=durations, return_probs=True)
     assert int(lengths[0]) == FRAMES, lengths
-    return vocode(codec.decode(codes), vocoder).reshape(-1)
+    return vocode(codec.decode_expected(probs), vocoder).reshape(-1)
 
 
 def run() -> list[dict]:

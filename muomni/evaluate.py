@@ -277,7 +277,8 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
         speakers = [bundle.speakers.index(it.speaker) if it.speaker in bundle.speakers else 0 for it in chunk]
         t0 = time.perf_counter()
         mels, outs = synthesize_with_mels(bundle, [it.text for it in chunk], speakers, vocoder, n_iter=args.n_iter,
-                                          temperature=args.temperature, top_k=args.top_k or None, seed=args.seed)
+                                          mel_from=args.mel_from, temperature=args.temperature,
+                                          top_k=args.top_k or None, seed=args.seed)
         compute += time.perf_counter() - t0
         for it, wav, mel in zip(chunk, outs, mels):
             real = load_audio(it.path)
@@ -290,7 +291,7 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
     hyps = transcribe(wavs)
     report = {
         "talker": str(args.talker), "step": bundle.step, "vocoder": "hifigan" if vocoder is not None else "griffinlim",
-        "data": str(args.data), "utterances": len(items), "temperature": args.temperature,
+        "data": str(args.data), "utterances": len(items), "temperature": args.temperature, "mel_from": args.mel_from,
         "wer": word_error_rate(refs, hyps), "wer_ground_truth": word_error_rate(refs, transcribe(reals)),
         "duration_ratio": sum(len(w) for w in wavs) / max(sum(len(r) for r in reals), 1),
         "rtf": compute / max(seconds, 1e-9), "audio_seconds": seconds, "out_dir": str(out_dir),
@@ -312,6 +313,8 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--mel-from", choices=("expected", "codes"), default="expected",
+                   help="decode the expected code vectors (default) or the generated codes (infer_tts.py --help)")
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <talker dir>/eval_tts.json)")
     p.set_defaults(func=evaluate_tts, default_out=lambda a: Path(a.talker).parent / "eval_tts.json")

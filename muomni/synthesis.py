@@ -143,16 +143,26 @@ def encode_texts(bundle: TalkerBundle, texts: list[str]) -> tuple[Tensor, Tensor
 @torch.no_grad()
 def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, temperature: float = 0.0,
                   top_k: int | None = None, top_p: float | None = None, seed: int | None = 0,
-                  max_frames: int | None = None, duration_scale: float = 1.0) -> list[Tensor]:
-    """texts -> codes, one (T, n_q) long tensor each (batched generation, seedable)."""
+                  max_frames: int | None = None, duration_scale: float = 1.0, return_probs: bool = False):
+    """texts -> codes, one (T, n_q) long tensor each (batched generation, seedable).
+
+    return_probs: -> (codes, probs): also the Talker's distribution over every codebook's codes at every
+    frame, (T, n_q, K) each, for ``probs_to_mel``.
+    """
     text, lens = encode_texts(bundle, texts)
     spk = torch.tensor(_speaker_ids(bundle, speakers, len(texts)))
     device = next(bundle.model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    codes, lengths = bundle.model.generate(text.to(device), lens.to(device), spk.to(device), max_frames=max_frames,
-                                           temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
-                                           duration_scale=duration_scale)
-    return [codes[i, :max(int(lengths[i]), 1)] for i in range(len(texts))]
+    out = bundle.model.generate(text.to(device), lens.to(device), spk.to(device), max_frames=max_frames,
+                                temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
+                                duration_scale=duration_scale, return_probs=return_probs)
+    frames = [max(int(n), 1) for n in out[1]]
+    codes = [out[0][i, :n] for i, n in enumerate(frames)]
+    return (codes, [out[2][i, :n] for i, n in enumerate(frames)]) if return_probs else codes
+
+
+def _codec_device(codec: nn.Module) -> torch.device:
+    return next(codec.parameters()).device
 
 
 @torch.no_grad()
@@ -163,20 +173,43 @@ def codes_to_mel(codec: nn.Module, codes: list[Tensor]) -> list[Tensor]:
         if c.dim() != 2 or c.shape[1] != codec.cfg.n_codebooks or int(c.max()) >= cb or int(c.min()) < 0:
             raise ValueError(f"codes of shape {tuple(c.shape)} (ids {int(c.min())}..{int(c.max())}) do not fit this "
                              f"codec ({codec.cfg.n_codebooks} codebooks of {cb}): made by a different codec?")
-    return [codec.decode(c[None].to(next(codec.parameters()).device))[0] for c in codes]
+    return [codec.decode(c[None].to(_codec_device(codec)))[0] for c in codes]
+
+
+@torch.no_grad()
+def probs_to_mel(codec: nn.Module, probs: list[Tensor]) -> list[Tensor]:
+    """Distributions over the codes (T, n_q, K) each -> log-mel (5 T, 128) each: the codec decodes the
+    expected latent (``CodecModel.decode_expected``)."""
+    shape = (codec.cfg.n_codebooks, codec.cfg.codebook_size)
+    for p in probs:
+        if p.dim() != 3 or tuple(p.shape[1:]) != shape:
+            raise ValueError(f"code distributions of shape {tuple(p.shape)} do not fit this codec "
+                             f"({shape[0]} codebooks of {shape[1]}): made by a different codec?")
+    return [codec.decode_expected(p[None].to(_codec_device(codec)))[0] for p in probs]
+
+
+MEL_FROM = ("expected", "codes")
 
 
 def synthesize_with_mels(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
-                         n_iter: int = 32, **generation) -> tuple[list[Tensor], list]:
+                         n_iter: int = 32, mel_from: str = "expected", **generation) -> tuple[list[Tensor], list]:
     """texts -> (log-mels (T, 128), 16 kHz waveforms as numpy float32): text -> codes -> mel -> vocoder.
 
+    mel_from: "expected" decodes the expectation of each frame's code vectors under the Talker's
+    distribution (``probs_to_mel``; the generated codes still drive generation), "codes" the generated
+    codes themselves. On held-out demo sentences "expected" is the more intelligible (README).
     generation: temperature, top_k, top_p, seed, max_frames, duration_scale (see text_to_codes).
     """
-    mels = codes_to_mel(bundle.codec, text_to_codes(bundle, texts, speakers, **generation))
+    if mel_from not in MEL_FROM:
+        raise ValueError(f"mel_from = {mel_from!r}: expected one of {', '.join(MEL_FROM)}")
+    if mel_from == "expected":
+        mels = probs_to_mel(bundle.codec, text_to_codes(bundle, texts, speakers, return_probs=True, **generation)[1])
+    else:
+        mels = codes_to_mel(bundle.codec, text_to_codes(bundle, texts, speakers, **generation))
     return mels, [vocode(mel, vocoder, n_iter=n_iter).reshape(-1).cpu().numpy() for mel in mels]
 
 
 def synthesize(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
-               n_iter: int = 32, **generation) -> list:
+               n_iter: int = 32, mel_from: str = "expected", **generation) -> list:
     """texts -> 16 kHz waveforms (numpy float32), Griffin-Lim when no vocoder is given."""
-    return synthesize_with_mels(bundle, texts, speakers, vocoder, n_iter, **generation)[1]
+    return synthesize_with_mels(bundle, texts, speakers, vocoder, n_iter, mel_from, **generation)[1]

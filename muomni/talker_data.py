@@ -204,16 +204,16 @@ class TalkerData:
 
     def write_samples(self, model, codec, text, prompts: list[tuple[int, str]], folder: Path, tcfg, step: int):
         """Generate the prompts; write wavs (Griffin-Lim), one mel PNG and info.json into folder."""
-        from muomni.synthesis import TalkerBundle, codes_to_mel, text_to_codes, vocode
+        from muomni.synthesis import TalkerBundle, probs_to_mel, text_to_codes, vocode
 
         model.eval()
         bundle = TalkerBundle(model, codec, text, self.speakers)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            codes = text_to_codes(bundle, [p[1] for p in prompts], [p[0] for p in prompts],
-                                  temperature=tcfg.sample_temperature, top_k=tcfg.sample_top_k or None,
-                                  top_p=tcfg.sample_top_p or None, seed=tcfg.sample_seed)
-            mels = codes_to_mel(codec, codes)
+            codes, probs = text_to_codes(bundle, [p[1] for p in prompts], [p[0] for p in prompts],
+                                         temperature=tcfg.sample_temperature, top_k=tcfg.sample_top_k or None,
+                                         top_p=tcfg.sample_top_p or None, seed=tcfg.sample_seed, return_probs=True)
+            mels = probs_to_mel(codec, probs)  # as infer_tts.py decodes by default
             for i, mel in enumerate(mels):
                 save_wav(folder / f"{i:02d}.wav", vocode(mel).reshape(-1))
         mel_to_png(folder / "mels.png", [m.cpu() for m in mels], [p[1][:80] for p in prompts])

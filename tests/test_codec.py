@@ -53,6 +53,20 @@ def test_codes_shape_dtype_range_and_trailing_frames_dropped():
     assert model.decode(codes).shape == (2, 50, 128)
 
 
+@pytest.mark.parametrize("extra", [{}, {"codebook_dim": 4}], ids=["same-dim", "projected-codebook"])
+def test_expected_decoding_of_one_hot_codes_is_decode_and_of_a_mixture_lies_between(extra):
+    model = trained_a_little(CodecConfig(**{**TINY, **extra}))
+    codes = model.encode(torch.randn(2, 30, 128))  # (2, 6, 3)
+    one_hot = torch.nn.functional.one_hot(codes, 16).float()
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode_expected(one_hot), model.decode(codes), atol=1e-5, rtol=1e-5)
+        # Half of one code and half of another: the latent is the midpoint of the two code vectors.
+        other = (codes + 1) % 16
+        mixed = 0.5 * one_hot + 0.5 * torch.nn.functional.one_hot(other, 16).float()
+        midpoint = 0.5 * (model.rvq.decode(codes) + model.rvq.decode(other))
+        torch.testing.assert_close(model.rvq.decode_expected(mixed), midpoint, atol=1e-5, rtol=1e-5)
+
+
 def test_bad_mels_give_clear_errors():
     model = CodecModel(CodecConfig(**TINY)).eval()
     mel = torch.randn(1, 20, 128)

@@ -21,8 +21,9 @@ def test_text_file_to_wavs_and_manifest(talker_ckpt, tmp_path):
     lines = tmp_path / "lines.txt"
     lines.write_text("# a comment\nHello there.\nslt|The number is 42.\n")
     assert infer_tts.main(["--talker", str(talker_ckpt), "--text-file", str(lines), "--out-dir", str(tmp_path / "o"),
-                           "--max-seconds", "2", "--griffin-lim-iters", "4"]) == 0
+                           "--max-seconds", "2", "--griffin-lim-iters", "4", "--mel-from", "codes"]) == 0
     manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert {item["mel_from"] for item in manifest["items"]} == {"codes"}
     assert [item["text"] for item in manifest["items"]] == ["Hello there.", "The number is 42."]
     assert manifest["items"][1]["speaker"] == "slt" and manifest["vocoder"].startswith("Griffin-Lim")
     for item in manifest["items"]:

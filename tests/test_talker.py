@@ -174,6 +174,40 @@ def test_checkpoint_alone_synthesizes(trained, tmp_path):
     assert len(wavs) == 2 and all(len(w) >= 256 * 5 and abs(w).max() <= 1.0 for w in wavs)
 
 
+@pytest.mark.parametrize("kw", [VARIANTS["duration_path"], VARIANTS["depth_decoder"]], ids=["heads", "depth_decoder"])
+def test_generation_returns_the_distributions_its_greedy_codes_come_from(kw):
+    model = tiny(**kw).eval()
+    b = toy_batch(model.cfg.n_q)
+    codes, lengths = generate(model, b["text"], b["text_lens"], b["speakers"], max_frames=6, temperature=0.0)
+    again, lengths2, probs = generate(model, b["text"], b["text_lens"], b["speakers"], max_frames=6,
+                                      temperature=0.0, return_probs=True)
+    assert torch.equal(codes, again) and torch.equal(lengths, lengths2)
+    assert probs.shape == (*codes.shape, model.cfg.codebook_size)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(codes.shape))
+    assert torch.equal(probs.argmax(-1), codes)  # greedy: every codebook's pick is its distribution's mode
+
+
+def test_synthesis_decodes_expected_or_picked_codes(trained):
+    from muomni.synthesis import load_talker, probs_to_mel, synthesize_with_mels, text_to_codes
+
+    bundle = load_talker(trained["dir"] / "step_00000002.pt")
+    texts = ["Hello there.", "A second sentence!"]
+    codes, probs = text_to_codes(bundle, texts, max_frames=8, return_probs=True)
+    assert [c.shape[0] for c in codes] == [p.shape[0] for p in probs]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Griffin-Lim notice
+        expected, _ = synthesize_with_mels(bundle, texts, max_frames=8, n_iter=2)
+        picked, _ = synthesize_with_mels(bundle, texts, max_frames=8, n_iter=2, mel_from="codes")
+    for e, p, c, pr in zip(expected, picked, codes, probs):
+        assert e.shape == p.shape == (5 * c.shape[0], 128)
+        torch.testing.assert_close(e, probs_to_mel(bundle.codec, [pr])[0])
+        assert not torch.allclose(e, p)  # an untrained Talker is unsure: the expectation differs from the pick
+    with pytest.raises(ValueError, match="mel_from"):
+        synthesize_with_mels(bundle, texts, mel_from="mean")
+    with pytest.raises(ValueError, match="different codec"):
+        probs_to_mel(bundle.codec, [torch.full((4, 2, 3), 1 / 3)])
+
+
 def test_bad_input_gets_clear_messages(trained):
     import train_talker
     from muomni.data.tokenize import CodecMismatchError

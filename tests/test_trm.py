@@ -173,6 +173,10 @@ def test_generation_one_pass_predicted_length_in_range_and_seedable():
     assert gen(3, durations=dur)[1].tolist() == [7, 11, 1]
     greedy = model.generate(b["text"], b["text_lens"], b["speakers"], temperature=0.0)[0]
     assert torch.equal(gen(9, top_k=1)[0], greedy)
+    probs = model.generate(b["text"], b["text_lens"], b["speakers"], temperature=0.0, return_probs=True)[2]
+    assert probs.shape == (*greedy.shape, 16)
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.equal(probs[i, :n].argmax(-1), greedy[i, :n])  # the distributions the picks come from
     alone = model.generate(b["text"][2:, :3], b["text_lens"][2:], b["speakers"][2:], temperature=0.0)[0]
     n = int(lengths[2])
     assert torch.equal(alone[0, :n], greedy[2, :n])  # a batched item decodes as it would alone

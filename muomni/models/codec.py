@@ -148,7 +148,19 @@ class CodecModel(nn.Module):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T_frames, n_q) -> mel (B, 5*T_frames, 128) on the log-mel scale."""
-        z = self._unpatch(self.decoder(self.rvq.decode(codes)).float())
+        return self._decode_latent(self.rvq.decode(codes))
+
+    def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
+        """probs (B, T_frames, n_q, K), a distribution over each codebook's codes -> mel (B, 5*T_frames, 128).
+
+        Decodes the expected latent instead of one pick per codebook. Where a predictor (the Talker) is
+        unsure between codes, the pick adds a whole wrong code vector and the expectation only the spread,
+        so its mel is closer on average (one-hot probs give ``decode``).
+        """
+        return self._decode_latent(self.rvq.decode_expected(probs))
+
+    def _decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        z = self._unpatch(self.decoder(latent).float())
         return z * self.mel_std + self.mel_mean
 
     def forward(self, mel: torch.Tensor) -> CodecOutput:

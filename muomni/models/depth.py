@@ -52,10 +52,16 @@ class DepthDecoder(nn.Module):
         return ce, acc
 
     @torch.no_grad()
-    def generate(self, h: torch.Tensor, c0: torch.Tensor, pick: Callable[[torch.Tensor], torch.Tensor]):
-        """h (B, D), c0 (B,) -> frame (B, n_q), sampling each codebook with pick(logits (B, K))."""
+    def generate(self, h: torch.Tensor, c0: torch.Tensor, pick: Callable[[torch.Tensor], torch.Tensor],
+                 logits_out: list[torch.Tensor] | None = None):
+        """h (B, D), c0 (B,) -> frame (B, n_q), sampling each codebook with pick(logits (B, K)).
+
+        logits_out: a list that receives the logits (B, K) of codebooks 1..n_q-1, each given the picks before it.
+        """
         codes = c0[:, None]
         for _ in range(1, self.n_q):
-            logits = self.logits(h, codes)  # (B, k, K)
-            codes = torch.cat([codes, pick(logits[:, codes.shape[1] - 1])[:, None]], dim=1)
+            logits = self.logits(h, codes)[:, codes.shape[1] - 1]  # (B, K)
+            if logits_out is not None:
+                logits_out.append(logits)
+            codes = torch.cat([codes, pick(logits)[:, None]], dim=1)
         return codes

@@ -196,6 +196,11 @@ class VectorQuantizer(nn.Module):
         with _float32(codes):
             return self.project_out(self.codebook.decode(codes))
 
+    def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
+        """probs (B, T, K) over this codebook's codes -> (B, T, dim): the expected code vector."""
+        with _float32(probs):
+            return self.project_out(probs.float() @ self.codebook.embed)
+
     def forward(self, x: torch.Tensor) -> QuantizedResult:
         with _float32(x):
             z = self.project_in(x.float())  # (B, T, Dc)
@@ -247,6 +252,11 @@ class ResidualVQ(nn.Module):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T, n_q) -> (B, T, dim), the sum of every codebook's contribution."""
         return sum(layer.decode(codes[..., i]) for i, layer in enumerate(self.layers))
+
+    def decode_expected(self, probs: torch.Tensor) -> torch.Tensor:
+        """probs (B, T, n_q, K), a distribution over each codebook's codes -> (B, T, dim): the expected
+        latent, sum over codebooks of the probability-weighted code vectors (one-hot probs = ``decode``)."""
+        return sum(layer.decode_expected(probs[..., i, :]) for i, layer in enumerate(self.layers))
 
 
 def codebook_usage(codes: torch.Tensor, size: int) -> tuple[list[float], list[float]]:

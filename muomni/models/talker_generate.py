@@ -139,12 +139,24 @@ def compiled_decode_step(device_type: str):
     return torch.compile(decode_step, mode="reduce-overhead" if device_type == "cuda" else "default")
 
 
-def pick_frame(model: Talker, logits, h, temperature, top_k, top_p, generator) -> torch.Tensor:
-    """Sample one frame (B, n_q) from the heads (and the depth decoder for codebooks 1..)."""
+def pick_frame(model: Talker, logits, h, temperature, top_k, top_p, generator,
+               probs_out: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Sample one frame (B, n_q) from the heads (and the depth decoder for codebooks 1..).
+
+    probs_out: a list that receives the model's distribution over each codebook's codes (B, n_q, K), at
+    temperature 1 whatever the sampling temperature, each codebook given the picks of the ones before it.
+    """
     first = [sample(logits[:, k], temperature, top_k, top_p, generator) for k in range(logits.shape[1])]
     if model.depth is None:
-        return torch.stack(first, dim=-1)
-    return model.depth.generate(h, first[0], lambda lg: sample(lg, temperature, top_k, top_p, generator))
+        frame, every = torch.stack(first, dim=-1), logits
+    else:
+        rest: list[torch.Tensor] = []
+        frame = model.depth.generate(h, first[0], lambda lg: sample(lg, temperature, top_k, top_p, generator),
+                                     rest if probs_out is not None else None)
+        every = torch.stack([logits[:, 0]] + rest, dim=1) if probs_out is not None else None
+    if probs_out is not None:
+        probs_out.append(torch.softmax(every.float(), dim=-1))
+    return frame
 
 
 def frame_limit(cfg, max_frames: int | None = None) -> int:
@@ -156,10 +168,13 @@ def frame_limit(cfg, max_frames: int | None = None) -> int:
 def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor,
              max_frames: int | None = None, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, generator: torch.Generator | None = None,
-             durations: torch.Tensor | None = None, duration_scale: float = 1.0, compile: bool = False):
-    """Batched generation -> codes (B, T, n_q) long, lengths (B,).
+             durations: torch.Tensor | None = None, duration_scale: float = 1.0, compile: bool = False,
+             return_probs: bool = False):
+    """Batched generation -> codes (B, T, n_q) long, lengths (B,) [, probs (B, T, n_q, K)].
 
     compile: run the decoding step compiled (``compiled_decode_step``; CUDA graphs on a GPU).
+    return_probs: also return the model's distribution over every codebook's codes at every frame
+    (``pick_frame``), for the codec's ``decode_expected``.
 
     On the duration path the (predicted or given) durations fix each item's frame count, capped by
     max_frames when given; otherwise an item ends at its first stop prediction or at max_frames
@@ -184,7 +199,7 @@ def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speaker
         else:
             lengths = torch.full((B,), limit, dtype=torch.long, device=text.device)
         done = torch.zeros(B, dtype=torch.bool, device=text.device)
-        frames = []
+        frames, probs = [], [] if return_probs else None
         for t in range(limit):
             if state.n_frames is None:
                 ends = (stop > 0) & ~done
@@ -194,9 +209,13 @@ def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speaker
                 done = lengths <= t
             if bool(done.all()):
                 break
-            frame = pick_frame(model, logits, h, temperature, top_k, top_p, generator)  # (B, n_q)
+            frame = pick_frame(model, logits, h, temperature, top_k, top_p, generator, probs)  # (B, n_q)
             frames.append(frame)
             if t + 1 < limit:
                 logits, stop, h = decode_one(model, state, frame, t + 1, step)
     codes = torch.stack(frames, dim=1) if frames else text.new_zeros(B, 0, cfg.n_q)
-    return codes, lengths.clamp(max=codes.shape[1])
+    lengths = lengths.clamp(max=codes.shape[1])
+    if not return_probs:
+        return codes, lengths
+    probs = torch.stack(probs, dim=1) if probs else codes.new_zeros(B, 0, cfg.n_q, cfg.codebook_size).float()
+    return codes, lengths, probs

@@ -247,8 +247,10 @@ class TRMTalker(nn.Module):
     def generate(self, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor,
                  max_frames: int | None = None, temperature: float = 1.0, top_k: int | None = None,
                  top_p: float | None = None, generator: torch.Generator | None = None,
-                 durations: torch.Tensor | None = None, duration_scale: float = 1.0, compile: bool = False):
-        """Every frame in one pass -> codes (B, T, n_q) long (zeros past each length), lengths (B,).
+                 durations: torch.Tensor | None = None, duration_scale: float = 1.0, compile: bool = False,
+                 return_probs: bool = False):
+        """Every frame in one pass -> codes (B, T, n_q) long (zeros past each length), lengths (B,)
+        [, probs (B, T, n_q, K): the distribution over every codebook's codes at temperature 1].
 
         The frame count is the length predictor's (times duration_scale), or the given durations' (B, N)
         sub-frames, clamped to [1, max_frames] (default as the autoregressive Talker's limit). compile is
@@ -266,4 +268,5 @@ class TRMTalker(nn.Module):
         T = int(lengths.max())
         logits = self.predict(self.refine(self.context(memory, text_lens, lengths, T)))  # (B, T, n_q, K)
         codes = sample(logits.flatten(0, 2), temperature, top_k, top_p, generator).view(B, T, cfg.n_q)
-        return codes * (torch.arange(T, device=text.device)[None] < lengths[:, None])[..., None], lengths
+        codes = codes * (torch.arange(T, device=text.device)[None] < lengths[:, None])[..., None]
+        return (codes, lengths, torch.softmax(logits.float(), dim=-1)) if return_probs else (codes, lengths)
