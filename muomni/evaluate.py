@@ -96,6 +96,13 @@ def griffin_lim(mel: torch.Tensor | np.ndarray, n_iter: int = 32) -> np.ndarray:
         n_iter=n_iter, fmin=FMIN, fmax=FMAX).astype(np.float32)
 
 
+def beside(model: str | Path, name: str) -> Path:
+    """Where a report about a model goes: inside it when the model is a (run or exported) folder, else
+    next to the checkpoint file."""
+    model = Path(model)
+    return model / name if model.is_dir() else model.parent / name
+
+
 def print_table(rows: list[tuple[str, object]], title: str) -> None:
     width = max(len(k) for k, _ in rows)
     print(title)
@@ -165,7 +172,7 @@ def add_codec_parser(sub: argparse._SubParsersAction) -> None:
                    help="word error on the first N held-out utterances only (MSE and usage use all)")
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <codec dir>/eval_codec.json)")
-    p.set_defaults(func=evaluate_codec, default_out=lambda a: Path(a.codec).parent / "eval_codec.json")
+    p.set_defaults(func=evaluate_codec, default_out=lambda a: beside(a.codec, "eval_codec.json"))
 
 
 # ----------------------------------------------------------------------------- vocoder
@@ -248,7 +255,7 @@ def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <vocoder dir>/eval_vocoder.json)")
-    p.set_defaults(func=evaluate_vocoder, default_out=lambda a: Path(a.vocoder).parent / "eval_vocoder.json")
+    p.set_defaults(func=evaluate_vocoder, default_out=lambda a: beside(a.vocoder, "eval_vocoder.json"))
 
 
 # ----------------------------------------------------------------------------- tts (Talker)
@@ -270,7 +277,7 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
     items = corpus.heldout[: args.limit] if args.limit else corpus.heldout
     if not items:
         raise ValueError(f"{args.data}: no held-out utterance to synthesize")
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.talker).parent / "eval_tts"
+    out_dir = Path(args.out_dir) if args.out_dir else beside(args.talker, "eval_tts")
     refs, wavs, reals, compute, seconds = [], [], [], 0.0, 0.0
     for start in range(0, len(items), args.batch):
         chunk = items[start:start + args.batch]
@@ -317,7 +324,7 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
                    help="decode the expected code vectors (default) or the generated codes (infer_tts.py --help)")
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <talker dir>/eval_tts.json)")
-    p.set_defaults(func=evaluate_tts, default_out=lambda a: Path(a.talker).parent / "eval_tts.json")
+    p.set_defaults(func=evaluate_tts, default_out=lambda a: beside(a.talker, "eval_tts.json"))
 
 
 # Each stage registers its subcommand here: add_<stage>_parser(sub) sets func and default_out.

@@ -48,3 +48,10 @@ def test_missing_pocketsphinx_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "pocketsphinx", None)
     with pytest.raises(ImportError, match=r"pip install muomni\[eval\]"):
         evaluate.transcribe([])
+
+
+def test_reports_go_inside_a_run_folder_and_next_to_a_checkpoint_file(tmp_path):
+    run = tmp_path / "vocoder_run"
+    run.mkdir()
+    assert evaluate.beside(run, "eval_vocoder.json") == run / "eval_vocoder.json"
+    assert evaluate.beside(run / "step_00000100.pt", "eval_vocoder.json") == run / "eval_vocoder.json"
