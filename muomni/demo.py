@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default="data/demo")
     parser.add_argument("--out", default="outputs/demo")
-    parser.add_argument("--utterances", type=int, default=1000)
+    parser.add_argument("--utterances", type=int, default=4000)
     parser.add_argument("--voices", default="slt,rms,awb,kal16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sentences", type=int, default=40, help="held-out sentences synthesized and scored")
