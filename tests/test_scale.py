@@ -63,6 +63,11 @@ def _worker(rank: int, world: int, port: int, script: str, argv: list[str], dump
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(argv)
+    # The rank's work is done and recorded; leave without interpreter teardown, which this test does not
+    # measure (an error above still propagates and fails the launch).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def launch(script: str, argv: list[str], world: int, dump: Path) -> dict[int, dict[str, torch.Tensor]]:
