@@ -320,7 +320,9 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
-    p.add_argument("--mel-from", choices=("expected", "codes"), default="expected",
+    from muomni.synthesis import MEL_FROM
+
+    p.add_argument("--mel-from", choices=MEL_FROM, default="expected",
                    help="decode the expected code vectors (default) or the generated codes (infer_tts.py --help)")
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <talker dir>/eval_tts.json)")
