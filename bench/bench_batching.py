@@ -29,7 +29,9 @@ def frames_per_s(batching: str, out_dir: str, threads: int) -> float:
            f"train.steps={STEPS}", f"train.log_every={LOG_EVERY}", "train.eval_every=100000",
            "train.sample_every=100000", "train.save_every=100000"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"train_talker.py ({batching} batches) exited {done.returncode}:\n{done.stderr[-2000:]}")
     rows = [json.loads(line) for line in (Path(out_dir) / batching / "metrics.jsonl").read_text().splitlines()]
     rates = [r["frames_per_s"] for r in rows if r.get("split") == "train" and "frames_per_s" in r][1:]
     return sum(rates) / len(rates)
