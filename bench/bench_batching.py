@@ -42,7 +42,10 @@ def run() -> list[dict]:
     row = {"benchmark": "talker_batching", "unit": "x", "baseline": "fixed-shape batches (padded to max_frames)",
            "target": "more frames/s than fixed",
            "metric": f"training frames/s, dynamic vs fixed batches, demo Talker recipe, {threads} thread(s)"}
-    codes = ROOT / "data" / "demo" / ".cache" / "codes" / "codes.json"
+    from muomni.config import read_json_with_base
+    from muomni.data.tokenize import default_codes_dir
+
+    codes = default_codes_dir(ROOT / read_json_with_base(CONFIG)["data"]["path"]) / "codes.json"
     if not codes.is_file():
         return [{**row, "value": None, "baseline_value": None,
                  "metric": row["metric"] + " (not measured: needs the demo corpus and codec, run make demo first)"}]
