@@ -18,6 +18,11 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from muomni.config import read_json_with_base  # noqa: E402
+from muomni.data.tokenize import default_codes_dir  # noqa: E402
+
 CONFIG = ROOT / "configs" / "demo" / "talker.json"
 STEPS, LOG_EVERY = 80, 10
 
@@ -42,9 +47,6 @@ def run() -> list[dict]:
     row = {"benchmark": "talker_batching", "unit": "x", "baseline": "fixed-shape batches (padded to max_frames)",
            "target": "more frames/s than fixed",
            "metric": f"training frames/s, dynamic vs fixed batches, demo Talker recipe, {threads} thread(s)"}
-    from muomni.config import read_json_with_base
-    from muomni.data.tokenize import default_codes_dir
-
     codes = default_codes_dir(ROOT / read_json_with_base(CONFIG)["data"]["path"]) / "codes.json"
     if not codes.is_file():
         return [{**row, "value": None, "baseline_value": None,
