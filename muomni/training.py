@@ -636,8 +636,18 @@ class Run:
             # writes its last checkpoint aborts the process ("terminate called without an active exception").
             # Not while an error unwinds (close() in a finally): the other ranks would wait for this one.
             if sys.exc_info()[0] is None:
-                dist.barrier()
+                work = dist.barrier(async_op=True)
+                work.wait()
+                # gloo's worker thread drops its reference to the finished barrier (and to the collectives
+                # before it, whose tensors Python created) after this rank wakes up. Were that the last
+                # reference, it would need the GIL, which this thread holds while the process group's
+                # destructor (when the DDP wrapper is freed) joins that worker: both wait forever.
+                # Holding the barrier here until the interpreter exits makes the worker's release free.
+                _FINISHED_WORK.append(work)
             dist.destroy_process_group()
+
+
+_FINISHED_WORK: list[Any] = []  # see Run.close
 
 
 def _record_step(line: str) -> int:
