@@ -46,6 +46,30 @@ def word_error_rate(refs: list[str], hyps: list[str]) -> float:
     return edits / max(words, 1)
 
 
+def word_error_by_speaker(speakers: list[str], refs: list[str], hyps: dict[str, list[str]]) -> dict[str, dict]:
+    """Word error of each speaker's utterances, for every named list of hypotheses:
+    ``{speaker: {"utterances": n, "words": reference words, name: wer, ...}}``, speakers sorted. A pooled
+    figure over a multi-speaker corpus can hide one voice that a model serves much worse than the others."""
+    out = {}
+    for speaker in sorted(set(speakers)):
+        idx = [i for i, s in enumerate(speakers) if s == speaker]
+        out[speaker] = {"utterances": len(idx), "words": sum(len(_words(refs[i])) for i in idx)}
+        for name, hyp in hyps.items():
+            if len(hyp) != len(refs):
+                raise ValueError(f"word_error_by_speaker: '{name}' has {len(hyp)} hypotheses "
+                                 f"for {len(refs)} references")
+            out[speaker][name] = word_error_rate([refs[i] for i in idx], [hyp[i] for i in idx])
+    return out
+
+
+def speaker_rows(by_speaker: dict[str, dict], names: list[str]) -> list[tuple[str, str]]:
+    """Table rows ``wer[speaker]  a / b  (names a / b, n utt)`` when a report has more than one speaker."""
+    if len(by_speaker) < 2:
+        return []
+    return [(f"wer[{s}]", " / ".join(f"{d[n]:.4f}" for n in names) + f"  ({' / '.join(names)}, "
+             f"{d['utterances']} utt)") for s, d in by_speaker.items()]
+
+
 def _decoder():
     global _DECODER
     if _DECODER is None:
@@ -127,7 +151,7 @@ def evaluate_codec(args: argparse.Namespace) -> dict:
     mels = mel_cache(corpus.heldout, mel_cache_dir(args.data), "heldout")  # shared with train_codec.py
     n = codec.cfg.frames_per_token
     se = se_raw = count = 0.0
-    codes_all, refs, wav_orig, wav_codec = [], [], [], []
+    codes_all, refs, speakers, wav_orig, wav_codec = [], [], [], [], []
     for i, item in enumerate(corpus.heldout):  # MSE and usage on every held-out item (cheap) ...
         mel = torch.from_numpy(mels.get(i))[None]  # (1, T, 128)
         if mel.shape[1] < n:
@@ -143,23 +167,26 @@ def evaluate_codec(args: argparse.Namespace) -> dict:
         codes_all.append(codes[0])
         if not args.limit or len(refs) < args.limit:  # ... word error on the first --limit (slow)
             refs.append(item.text)
+            speakers.append(item.speaker)
             wav_orig.append(griffin_lim(mel[0]))
             wav_codec.append(griffin_lim(rec[0]))
     if not refs:
         raise ValueError(f"{args.data}: no held-out utterance long enough to evaluate")
     usage, perplexity = codec.usage(torch.cat(codes_all))
-    wer_orig = word_error_rate(refs, transcribe(wav_orig))
-    wer_codec = word_error_rate(refs, transcribe(wav_codec))
+    hyps = {"original": transcribe(wav_orig), "codec": transcribe(wav_codec)}
+    wer_orig, wer_codec = word_error_rate(refs, hyps["original"]), word_error_rate(refs, hyps["codec"])
+    by_speaker = word_error_by_speaker(speakers, refs, hyps)
     report = {
         "codec": str(args.codec), "data": str(args.data), "utterances": len(codes_all), "wer_utterances": len(refs),
         "n_codebooks": codec.cfg.n_codebooks, "codebook_size": codec.cfg.codebook_size,
         "bitrate": codec.cfg.bitrate, "mse_std": se / count, "mse_raw": se_raw / count,
         "usage": usage, "perplexity": perplexity, "wer_original": wer_orig, "wer_codec": wer_codec,
-        "wer_delta": wer_codec - wer_orig,
+        "wer_delta": wer_codec - wer_orig, "wer_by_speaker": by_speaker,
     }
-    rows = [(k, v) for k, v in report.items() if k not in ("usage", "perplexity")]
+    rows = [(k, v) for k, v in report.items() if k not in ("usage", "perplexity", "wer_by_speaker")]
     rows += [(f"usage[{q}]", u) for q, u in enumerate(usage)]
     rows += [(f"perplexity[{q}]", p) for q, p in enumerate(perplexity)]
+    rows += speaker_rows(by_speaker, ["original", "codec"])
     print_table(rows, "codec evaluation (held-out split, Griffin-Lim on both sides)")
     return report
 
@@ -230,13 +257,15 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
             scores[name].append(_vocoder_scores(wav, out))
     if not items:
         raise ValueError(f"{args.data}: no held-out utterance to evaluate")
+    hyps = {"ground_truth": transcribe(reals), **{name: transcribe(outs[name]) for name in vocoders}}
     report = {"vocoder": str(args.vocoder), "data": str(args.data), "utterances": len(items),
               "audio_seconds": seconds, "griffinlim_iterations": args.n_iter,
-              "wer_ground_truth": word_error_rate(refs, transcribe(reals))}
+              "wer_ground_truth": word_error_rate(refs, hyps["ground_truth"]),
+              "wer_by_speaker": word_error_by_speaker([item.speaker for item in items], refs, hyps)}
     for name in vocoders:
         keys = sorted({k for s in scores[name] for k in s})
         report[name] = {k: float(np.mean([s[k] for s in scores[name] if k in s])) for k in keys}
-        report[name]["wer"] = word_error_rate(refs, transcribe(outs[name]))
+        report[name]["wer"] = word_error_rate(refs, hyps[name])
         report[name]["rtf"] = compute[name] / seconds
     metrics = [k for k in report["hifigan"] if k in report["griffinlim"]]
     print(f"vocoder evaluation: {len(items)} held-out utterances ({seconds:.1f} s) of {args.data}, "
@@ -244,6 +273,8 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
     print(f"  {'metric':<8}  {'HiFi-GAN':>10}  {'Griffin-Lim':>11}")
     for k in metrics:
         print(f"  {k:<8}  {report['hifigan'][k]:>10.4f}  {report['griffinlim'][k]:>11.4f}")
+    for key, text in speaker_rows(report["wer_by_speaker"], ["hifigan", "griffinlim", "ground_truth"]):
+        print(f"  {key}  {text}")
     return report
 
 
@@ -278,33 +309,37 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
     if not items:
         raise ValueError(f"{args.data}: no held-out utterance to synthesize")
     out_dir = Path(args.out_dir) if args.out_dir else beside(args.talker, "eval_tts")
-    refs, wavs, reals, compute, seconds = [], [], [], 0.0, 0.0
+    refs, speakers, wavs, reals, compute, seconds = [], [], [], [], 0.0, 0.0
     for start in range(0, len(items), args.batch):
         chunk = items[start:start + args.batch]
-        speakers = [bundle.speakers.index(it.speaker) if it.speaker in bundle.speakers else 0 for it in chunk]
+        speaker_ids = [bundle.speakers.index(it.speaker) if it.speaker in bundle.speakers else 0 for it in chunk]
         t0 = time.perf_counter()
-        mels, outs = synthesize_with_mels(bundle, [it.text for it in chunk], speakers, vocoder, n_iter=args.n_iter,
+        mels, outs = synthesize_with_mels(bundle, [it.text for it in chunk], speaker_ids, vocoder, n_iter=args.n_iter,
                                           mel_from=args.mel_from, temperature=args.temperature,
                                           top_k=args.top_k or None, seed=args.seed)
         compute += time.perf_counter() - t0
         for it, wav, mel in zip(chunk, outs, mels):
             real = load_audio(it.path)
             refs.append(it.text)
+            speakers.append(it.speaker)
             wavs.append(wav)
             reals.append(real)
             seconds += len(wav) / SAMPLE_RATE
             save_wav(out_dir / f"{it.id}.wav", wav)
             mel_to_png(out_dir / f"{it.id}.png", [mel.cpu()], [it.text[:80]])
-    hyps = transcribe(wavs)
+    hyps, hyps_real = transcribe(wavs), transcribe(reals)
+    by_speaker = word_error_by_speaker(speakers, refs, {"tts": hyps, "ground_truth": hyps_real})
     report = {
         "talker": str(args.talker), "step": bundle.step, "vocoder": "hifigan" if vocoder is not None else "griffinlim",
         "data": str(args.data), "utterances": len(items), "temperature": args.temperature, "mel_from": args.mel_from,
-        "wer": word_error_rate(refs, hyps), "wer_ground_truth": word_error_rate(refs, transcribe(reals)),
+        "wer": word_error_rate(refs, hyps), "wer_ground_truth": word_error_rate(refs, hyps_real),
+        "wer_by_speaker": by_speaker,
         "duration_ratio": sum(len(w) for w in wavs) / max(sum(len(r) for r in reals), 1),
         "rtf": compute / max(seconds, 1e-9), "audio_seconds": seconds, "out_dir": str(out_dir),
         "transcripts": [{"ref": r, "hyp": h} for r, h in zip(refs, hyps)],
     }
-    print_table([(k, v) for k, v in report.items() if k != "transcripts"], "tts evaluation (held-out texts)")
+    rows = [(k, v) for k, v in report.items() if k not in ("transcripts", "wer_by_speaker")]
+    print_table(rows + speaker_rows(by_speaker, ["tts", "ground_truth"]), "tts evaluation (held-out texts)")
     return report
 
 

@@ -208,3 +208,17 @@ def test_tokenize_cli_on_the_trained_codec(trained_run: Path, flite_corpus: Path
     codec = load_codec(trained_run / "best.pt")
     assert len(cache) > 0 and cache.get(0).shape[1] == codec.cfg.n_codebooks
     assert tok.load_codes(tmp_path / "codes", codec_hash(codec)).ids == cache.ids
+
+
+def test_evaluate_codec_cli_reports_word_error_per_speaker(trained_run: Path, flite_corpus: Path, tmp_path: Path):
+    from muomni import evaluate
+
+    report = evaluate.main(["codec", "--codec", str(trained_run / "best.pt"), "--data", str(flite_corpus),
+                            "--json", str(tmp_path / "codec.json")])
+    assert json.loads((tmp_path / "codec.json").read_text())["wer_codec"] == pytest.approx(report["wer_codec"])
+    by = report["wer_by_speaker"]
+    assert sum(d["utterances"] for d in by.values()) == report["wer_utterances"] > 0
+    words = sum(d["words"] for d in by.values())
+    for key in ("original", "codec"):  # the per-speaker figures recombine into the pooled one
+        assert sum(d[key] * d["words"] for d in by.values()) / words == pytest.approx(report[f"wer_{key}"])
+    assert 0 < report["mse_std"] and report["bitrate"] == pytest.approx(12.5 * 2 * 4)

@@ -63,3 +63,17 @@ def test_empty_line_in_text_file_is_named(talker_ckpt, tmp_path):
     lines.write_text("fine sentence\nslt|   \n")
     with pytest.raises(SystemExit, match="line 2: empty text"):
         infer_tts.main(["--talker", str(talker_ckpt), "--text-file", str(lines), "--out-dir", str(tmp_path)])
+
+
+def test_evaluate_tts_writes_the_wavs_and_word_error_per_speaker(talker_ckpt, tiny_talker, tmp_path):
+    from muomni import evaluate
+
+    report = evaluate.main(["tts", "--talker", str(talker_ckpt), "--data", str(tiny_talker["corpus"]), "--out-dir",
+                            str(tmp_path / "wavs"), "--json", str(tmp_path / "tts.json"), "--n-iter", "4"])
+    assert len(list((tmp_path / "wavs").glob("*.wav"))) == report["utterances"] > 0
+    assert json.loads((tmp_path / "tts.json").read_text())["wer"] == pytest.approx(report["wer"])
+    by = report["wer_by_speaker"]
+    assert sum(d["utterances"] for d in by.values()) == report["utterances"]
+    words = sum(d["words"] for d in by.values())
+    for key, pooled in (("tts", "wer"), ("ground_truth", "wer_ground_truth")):
+        assert sum(d[key] * d["words"] for d in by.values()) / words == pytest.approx(report[pooled])
