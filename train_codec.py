@@ -26,6 +26,7 @@ from muomni.audio import LOG_FLOOR, mel_to_png, save_wav
 from muomni.config import DataConfig, TrainConfig
 from muomni.data import load_corpus, mel_cache
 from muomni.data.tokenize import mel_cache_dir
+from muomni.distributed import mean_over_ranks
 from muomni.evaluate import griffin_lim
 from muomni.models.codec import CodecConfig, CodecModel
 from muomni.training import (
@@ -37,7 +38,6 @@ from muomni.training import (
     lr_lambda,
     make_grad_scaler,
     maybe_compile,
-    mean_over_ranks,
     write_json,
 )
 

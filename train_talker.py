@@ -20,6 +20,7 @@ import torch
 
 from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from muomni.data import load_corpus
+from muomni.distributed import mean_over_ranks, rank_shares
 from muomni.models.codec import codec_hash, codec_to_dict, load_codec
 from muomni.models.talker import TalkerConfig, build_talker, count_parameters, perplexity
 from muomni.talker_data import TalkerData, read_prompts
@@ -32,8 +33,6 @@ from muomni.training import (
     lr_lambda,
     make_grad_scaler,
     maybe_compile,
-    mean_over_ranks,
-    rank_shares,
     unwrap,
     write_json,
 )

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from muomni.audio import HOP_LENGTH, LOG_FLOOR, MelSpectrogram, load_audio, log_mel, mel_to_png, save_wav
 from muomni.config import DataConfig, TrainConfig
 from muomni.data import load_corpus
+from muomni.distributed import mean_over_ranks
 from muomni.models.discriminators import Discriminators, set_requires_grad
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import (
@@ -51,7 +52,6 @@ from muomni.training import (
     load_run_config,
     make_grad_scaler,
     maybe_compile,
-    mean_over_ranks,
     write_json,
 )
 
