@@ -273,8 +273,9 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
     print(f"  {'metric':<8}  {'HiFi-GAN':>10}  {'Griffin-Lim':>11}")
     for k in metrics:
         print(f"  {k:<8}  {report['hifigan'][k]:>10.4f}  {report['griffinlim'][k]:>11.4f}")
-    for key, text in speaker_rows(report["wer_by_speaker"], ["hifigan", "griffinlim", "ground_truth"]):
-        print(f"  {key}  {text}")
+    rows = speaker_rows(report["wer_by_speaker"], ["hifigan", "griffinlim", "ground_truth"])
+    for key, text in rows:
+        print(f"  {key:<{max(len(k) for k, _ in rows)}}  {text}")
     return report
 
 
