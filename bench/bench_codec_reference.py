@@ -1,0 +1,110 @@
+"""The codec's quality reference: plain k-means RVQ on standardised 5-frame patches, no encoder or decoder.
+
+DESIGN.md section 4 sets the codec's word-error targets against this reference ("plain k-means RVQ
+on 80 ms patches gives word error 0.60 at 2x128 ... 0.29 at 8x256"). This benchmark measures it on
+the demo corpus: the k-means codebooks are fitted stage by stage on every training patch (per-bin
+standardised with the training mean and std), and the first ``LIMIT`` held-out utterances go through
+Griffin-Lim from the original mels and from the k-means round trip, into pocketsphinx. Needs the demo
+corpus (``make demo``; ``BENCH_CODEC_DATA=DIR`` names another); without it the rows say so.
+
+    python bench/bench_codec_reference.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from muomni.config import DataConfig, read_json_with_base  # noqa: E402
+
+PRESETS = {"codec_tiny": (2, 128), "codec_base": (8, 256)}
+LIMIT, ITERS, SEED = 100, 25, 0
+FRAMES = 5  # mel frames per code frame
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int) -> torch.Tensor:
+    """Lloyd's algorithm from k random points; an empty cluster restarts at a random point."""
+    centers = x[torch.randperm(len(x))[:k]].clone()
+    for _ in range(iters):
+        assign = torch.cdist(x, centers).argmin(1)
+        counts = torch.bincount(assign, minlength=k).float()
+        sums = torch.zeros_like(centers).index_add_(0, assign, x)
+        restart = x[torch.randint(len(x), (k,))]
+        centers = torch.where((counts == 0)[:, None], restart, sums / counts.clamp(min=1)[:, None])
+    return centers
+
+
+class KMeansRVQ:
+    """Residual k-means over standardised patches: stage q quantizes what stages 0..q-1 left."""
+
+    def __init__(self, mels: list[torch.Tensor], n_q: int, size: int):
+        frames = torch.cat(mels)
+        self.mean, self.std = frames.mean(0), frames.std(0).clamp(min=1e-3)
+        residual = torch.cat([self.patches(m) for m in mels])
+        self.books = []
+        for _ in range(n_q):
+            book = kmeans(residual, size, ITERS)
+            residual = residual - book[torch.cdist(residual, book).argmin(1)]
+            self.books.append(book)
+
+    def patches(self, mel: torch.Tensor) -> torch.Tensor:
+        t = mel.shape[0] // FRAMES
+        return ((mel[: t * FRAMES] - self.mean) / self.std).reshape(t, FRAMES * mel.shape[1])
+
+    def round_trip(self, mel: torch.Tensor) -> torch.Tensor:
+        residual = self.patches(mel)
+        out = torch.zeros_like(residual)
+        for book in self.books:
+            picked = book[torch.cdist(residual, book).argmin(1)]
+            out, residual = out + picked, residual - picked
+        return out.reshape(-1, mel.shape[1]) * self.std + self.mean
+
+
+def run() -> list[dict]:
+    from muomni.data import load_corpus, mel_cache
+    from muomni.data.tokenize import mel_cache_dir
+    from muomni.evaluate import griffin_lim, transcribe, word_error_by_speaker, word_error_rate
+
+    data = ROOT / os.environ.get("BENCH_CODEC_DATA",
+                                 read_json_with_base(ROOT / "configs" / "demo" / "codec.json")["data"]["path"])
+    row = {"benchmark": "codec reference: plain k-means RVQ on patches", "unit": "word error",
+           "baseline": "Griffin-Lim on the original mels"}
+    if not (data / "metadata.csv").is_file():
+        return [{**row, "metric": f"{name} (not measured: needs the demo corpus, run make demo first)",
+                 "value": None, "baseline_value": None, "target": None} for name in PRESETS]
+    torch.manual_seed(SEED)
+    corpus = load_corpus(DataConfig(path=str(data)))
+    train = mel_cache(corpus.train, mel_cache_dir(data), "train")
+    heldout = mel_cache(corpus.heldout, mel_cache_dir(data), "heldout")
+    mels = [torch.from_numpy(train.get(i)).float() for i in range(len(corpus.train))]
+    items = [(i, it) for i, it in enumerate(corpus.heldout) if len(heldout.get(i)) >= FRAMES][:LIMIT]
+    refs, speakers = [it.text for _, it in items], [it.speaker for _, it in items]
+    originals = [torch.from_numpy(heldout.get(i)).float() for i, _ in items]
+    originals = [m[: m.shape[0] // FRAMES * FRAMES] for m in originals]
+    hyps = {"original": transcribe([griffin_lim(m) for m in originals])}
+    wer_original = word_error_rate(refs, hyps["original"])
+    rows = []
+    for preset, (n_q, size) in PRESETS.items():
+        rvq = KMeansRVQ(mels, n_q, size)
+        hyps[preset] = transcribe([griffin_lim(rvq.round_trip(m)) for m in originals])
+        rows.append({**row, "metric": f"{n_q} x {size} (the {preset} rate), {len(refs)} held-out utterances",
+                     "value": round(word_error_rate(refs, hyps[preset]), 3), "baseline_value": round(wer_original, 3),
+                     "target": "DESIGN.md: 0.60 (2 x 128), 0.29 (8 x 256), original 0.28"})
+    by_speaker = word_error_by_speaker(speakers, refs, hyps)
+    for speaker, d in by_speaker.items():
+        rows.append({**row, "metric": f"{speaker}: " + ", ".join(f"{p} rate" for p in PRESETS),
+                     "value": " / ".join(f"{d[p]:.3f}" for p in PRESETS), "baseline_value": round(d["original"], 3),
+                     "unit": f"word error ({d['utterances']} utterances)", "target": None})
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(json.dumps(r))
