@@ -23,22 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from muomni.config import DataConfig, read_json_with_base  # noqa: E402
+from muomni.models.quantize import kmeans  # noqa: E402
 
 PRESETS = {"codec_tiny": (2, 128), "codec_base": (8, 256)}
 LIMIT, ITERS, SEED = 100, 25, 0
 FRAMES = 5  # mel frames per code frame
-
-
-def kmeans(x: torch.Tensor, k: int, iters: int) -> torch.Tensor:
-    """Lloyd's algorithm from k random points; an empty cluster restarts at a random point."""
-    centers = x[torch.randperm(len(x))[:k]].clone()
-    for _ in range(iters):
-        assign = torch.cdist(x, centers).argmin(1)
-        counts = torch.bincount(assign, minlength=k).float()
-        sums = torch.zeros_like(centers).index_add_(0, assign, x)
-        restart = x[torch.randint(len(x), (k,))]
-        centers = torch.where((counts == 0)[:, None], restart, sums / counts.clamp(min=1)[:, None])
-    return centers
 
 
 class KMeansRVQ:
@@ -50,7 +39,7 @@ class KMeansRVQ:
         residual = torch.cat([self.patches(m) for m in mels])
         self.books = []
         for _ in range(n_q):
-            book = kmeans(residual, size, ITERS)
+            book, _ = kmeans(residual, size, ITERS)
             residual = residual - book[torch.cdist(residual, book).argmin(1)]
             self.books.append(book)
 
