@@ -50,14 +50,16 @@ def word_error_by_speaker(speakers: list[str], refs: list[str], hyps: dict[str, 
     """Word error of each speaker's utterances, for every named list of hypotheses:
     ``{speaker: {"utterances": n, "words": reference words, name: wer, ...}}``, speakers sorted. A pooled
     figure over a multi-speaker corpus can hide one voice that a model serves much worse than the others."""
+    if len(speakers) != len(refs):
+        raise ValueError(f"word_error_by_speaker: {len(speakers)} speakers for {len(refs)} references")
+    for name, hyp in hyps.items():
+        if len(hyp) != len(refs):
+            raise ValueError(f"word_error_by_speaker: '{name}' has {len(hyp)} hypotheses for {len(refs)} references")
     out = {}
     for speaker in sorted(set(speakers)):
         idx = [i for i, s in enumerate(speakers) if s == speaker]
         out[speaker] = {"utterances": len(idx), "words": sum(len(_words(refs[i])) for i in idx)}
         for name, hyp in hyps.items():
-            if len(hyp) != len(refs):
-                raise ValueError(f"word_error_by_speaker: '{name}' has {len(hyp)} hypotheses "
-                                 f"for {len(refs)} references")
             out[speaker][name] = word_error_rate([refs[i] for i in idx], [hyp[i] for i in idx])
     return out
 
