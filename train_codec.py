@@ -1,4 +1,4 @@
-"""Train the RVQ mel codec (DESIGN.md section 4): log-mel patches <-> n_q codes per 80 ms code frame.
+"""Train the RVQ mel codec (docs/DESIGN.md §4): log-mel patches <-> n_q codes per 80 ms code frame.
 
     python train_codec.py --config configs/codec_tiny.json
     python train_codec.py --config configs/codec_tiny.json --resume

@@ -1,4 +1,4 @@
-"""Train the Talker (text -> RVQ codes) on a corpus pre-tokenized by a trained codec (DESIGN.md section 5).
+"""Train the Talker (text -> RVQ codes) on a corpus pre-tokenized by a trained codec (docs/DESIGN.md §5).
 
     python -m muomni.data.tokenize --codec checkpoints/codec_tiny/best.pt --data data/demo
     python train_talker.py --config configs/talker_tiny.json [--resume] [--init-from CKPT] [--set k=v ...]

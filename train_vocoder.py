@@ -1,4 +1,4 @@
-"""Train the HiFi-GAN vocoder (DESIGN.md section 6): log-mel -> 16 kHz wav.
+"""Train the HiFi-GAN vocoder (docs/DESIGN.md §6): log-mel -> 16 kHz wav.
 
     python train_vocoder.py --config configs/vocoder_tiny.json [--resume] [--set train.steps=2000]
     python train_vocoder.py --config configs/vocoder_tiny.json --finetune-codec checkpoints/codec_tiny/best.pt \

@@ -1,7 +1,7 @@
 """The codec's quality reference: plain k-means RVQ on standardised 5-frame patches, no encoder or decoder.
 
-DESIGN.md section 4 sets the codec's word-error targets against this reference ("plain k-means RVQ
-on 80 ms patches gives word error 0.60 at 2x128 ... 0.29 at 8x256"). This benchmark measures it on
+The codec's word-error targets are stated against this reference (docs/DESIGN.md §4; the figures first
+quoted for it, 0.60 at 2 x 128 and 0.29 at 8 x 256, do not reproduce: docs/RESULTS.md). This benchmark measures it on
 the demo corpus: the k-means codebooks are fitted stage by stage on every training patch (per-bin
 standardised with the training mean and std), and the first ``LIMIT`` held-out utterances go through
 Griffin-Lim from the original mels and from the k-means round trip, into pocketsphinx. Needs the demo
@@ -85,7 +85,7 @@ def run() -> list[dict]:
         hyps[preset] = transcribe([griffin_lim(rvq.round_trip(m)) for m in originals])
         rows.append({**row, "metric": f"{n_q} x {size} (the {preset} rate), {len(refs)} held-out utterances",
                      "value": round(word_error_rate(refs, hyps[preset]), 3), "baseline_value": round(wer_original, 3),
-                     "target": "DESIGN.md: 0.60 (2 x 128), 0.29 (8 x 256), original 0.28"})
+                     "target": "first quoted as 0.60 (2 x 128), 0.29 (8 x 256), original 0.28"})
     by_speaker = word_error_by_speaker(speakers, refs, hyps)
     for speaker, d in by_speaker.items():
         rows.append({**row, "metric": f"{speaker}: " + ", ".join(f"{p} rate" for p in PRESETS),

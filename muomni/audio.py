@@ -1,4 +1,4 @@
-"""The one audio front-end shared by every stage (DESIGN.md section 2).
+"""The one audio front-end shared by every stage (docs/DESIGN.md §2).
 
 16 kHz mono float32 audio; log-mel spectrograms with a 16 ms hop (n_fft 1024, Hann window
 1024, hop 256), 128 Slaney mel bins from 0 to 8 kHz, ``log(clamp(mel, 1e-5))``.

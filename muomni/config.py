@@ -1,4 +1,4 @@
-"""Config dataclasses and strict JSON loading (STYLE.md item 2 and 3).
+"""Config dataclasses and strict JSON loading (docs/DESIGN.md §10).
 
 A stage's config is a *schema*: a dataclass whose fields are section dataclasses
 (``data``, ``model``, ``train``, ...). A JSON file lists sections; ``"base": "other.json"``

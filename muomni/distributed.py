@@ -1,4 +1,4 @@
-"""Data-parallel collectives that reduce to the identity in one process (DESIGN.md section 7).
+"""Data-parallel collectives that reduce to the identity in one process (docs/DESIGN.md §7).
 
 Every helper may be called unconditionally: without a process group (one process, the CPU demo,
 the tests) it returns its input, so the stage scripts hold no ``if distributed`` branches. Under

@@ -1,6 +1,6 @@
 """Talker training data: text ids and cached codes, fixed-shape or length-bucketed batches, samples.
 
-Fixed shapes (DESIGN.md section 5): every batch is padded to ``max_text`` tokens and ``max_frames``
+Fixed shapes (docs/DESIGN.md §5): every batch is padded to ``max_text`` tokens and ``max_frames``
 code frames, each the ``max_length_percentile`` percentile of the corpus rounded up to
 ``length_multiple``, cached in the run's stats.json and overridable (model.max_text / max_frames).
 Longer items are truncated and counted: their audio then has no stop target and a free alignment end.

@@ -1,4 +1,4 @@
-"""Shared training machinery: runs, checkpoints, resume, logging, AMP, compile, DDP (DESIGN.md section 7).
+"""Shared training machinery: runs, checkpoints, resume, logging, AMP, compile, DDP (docs/DESIGN.md §7).
 
 Every stage script builds its objects, then hands them to a :class:`Run` by name::
 

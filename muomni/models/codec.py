@@ -1,4 +1,4 @@
-"""RVQ mel codec: 5-frame log-mel patches (80 ms) <-> n_q discrete codes per code frame (DESIGN.md sections 3-4).
+"""RVQ mel codec: 5-frame log-mel patches (80 ms) <-> n_q discrete codes per code frame (docs/DESIGN.md §3-4).
 
 mel (B, T, 128) --standardise per bin--> patches (B, T//5, 5*128) --linear + residual convs along the
 code-frame axis--> latent (B, T//5, latent_dim) --residual VQ--> codes (B, T//5, n_q)

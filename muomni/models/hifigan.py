@@ -32,10 +32,10 @@ class HiFiGANConfig:
     upsample_initial_channel: int = 128
     resblock_kernel_sizes: list[int] = field(default_factory=lambda: [3, 5, 7])
     resblock_dilation_sizes: list[list[int]] = field(default_factory=lambda: [[1, 2], [1, 2], [1, 2]])
-    # Multi-period discriminator (section 2.2): periods and the widths of its 4 strided 2-D convs.
+    # Multi-period discriminator (Kong et al. 2020, section 2.2): periods and the widths of its 4 strided 2-D convs.
     mpd_periods: list[int] = field(default_factory=lambda: [2, 3, 5])
     mpd_channels: list[int] = field(default_factory=lambda: [32, 128, 512, 1024])
-    # Multi-scale discriminator (section 2.3, from MelGAN): scales (raw, then x2 average-pooled ...)
+    # Multi-scale discriminator (ibid. section 2.3, from MelGAN): scales (raw, then x2 average-pooled ...)
     # and the width of its first conv; deeper convs widen x2 / x4 / x8, capped at msd_max_channels.
     msd_scales: int = 2
     msd_channels: int = 128
@@ -143,7 +143,7 @@ def _init_weights(m: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.01)
 
 
-# ---------------------------------------------------------------- losses (section 2.4)
+# ---------------------------------------------------------------- losses (Kong et al. 2020, section 2.4)
 
 
 def discriminator_losses(real_scores: list[Tensor], fake_scores: list[Tensor]) -> dict[str, Tensor]:

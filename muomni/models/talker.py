@@ -1,4 +1,4 @@
-"""The Talker: a decoder-only transformer from text to RVQ codes (DESIGN.md section 5).
+"""The Talker: a decoder-only transformer from text to RVQ codes (docs/DESIGN.md §5).
 
 Reads like gpt-fast: RMSNorm in float32, rotary embeddings as two pure functions, grouped-query
 attention through ``F.scaled_dot_product_attention``, SwiGLU feed-forward, and a ``KVCache`` with
@@ -50,7 +50,7 @@ class TalkerConfig:
     dropout: float = 0.0
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
-    text_prefix: bool = True  # text tokens first in the sequence (DESIGN.md section 5)
+    text_prefix: bool = True  # text tokens first in the sequence (docs/DESIGN.md §5)
     duration_path: bool = True  # explicit alignment (aligner.py); False = plain decoder-only
     encoder_layers: int = 2  # non-causal text encoder layers (duration path)
     sub_frames: int = 5  # alignment resolution per code frame (5 = one 16 ms mel frame)
