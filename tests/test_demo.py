@@ -73,3 +73,14 @@ def test_every_demo_config_runs_under_checkpoints_demo():
         assert demo.DEMO_RUNS in demo.run_dir(config).parents, config
     assert set(demo.TRAIN_SETUP_MINUTES) <= set(demo.STAGE_BUDGET_MINUTES)
     assert sum(demo.STAGE_BUDGET_MINUTES.values()) <= 30
+
+
+def test_a_stage_over_its_budget_says_so(tmp_path, monkeypatch, capsys):
+    import time
+
+    monkeypatch.setitem(demo.STAGE_BUDGET_MINUTES, "corpus", 0.0005)  # 0.03 s
+    monkeypatch.setattr(demo.subprocess, "call", lambda cmd: time.sleep(0.1) or 0)
+    runner = demo.Demo(type("Args", (), {"out": str(tmp_path / "out")})())
+    runner.stage("corpus", ["true"])
+    assert "OVER its budget" in capsys.readouterr().out
+    assert runner.stage_table()[2].endswith(" over")
