@@ -333,3 +333,25 @@ def test_nan_latents_leave_every_codebook_buffer_bit_identical(flite_corpus: Pat
     early = sum(loss[s] for s in range(poison_at - 4, poison_at)) / 4
     late = sum(loss[s] for s in range(steps - 3, steps + 1)) / 4
     assert late < early, (early, late)
+
+
+# ---------------------------------------------------------------- no held-out split
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_without_a_heldout_split_no_heldout_metrics_are_made_up(stage: str, flite_corpus: Path, tiny_talker: dict,
+                                                                tmp_path: Path, capsys):
+    """data.heldout = 0: the trainer says so once and logs no held-out metric (it used to score the first
+    training item under the held-out name)."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        args = stage_args(stage, tmp_path, "noheld", 2, flite_corpus, tiny_talker)
+        assert MODULES[stage].main([*args, "data.heldout=0", "train.eval_every=1"]) == 0
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    err = capsys.readouterr().err
+    assert err.count("no held-out split") + err.count("no usable held-out split") == 1, err[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "noheld" / "metrics.jsonl").read_text().splitlines()]
+    assert records and not [r for r in records if r["split"] == "heldout"]
+    assert not (tmp_path / "noheld" / "best.pt").exists() and step_checkpoints(tmp_path / "noheld")
