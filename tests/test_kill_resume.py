@@ -42,7 +42,7 @@ def _final_model(run_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # 227 s measured on 2 cores under a load of ~8 (6 process starts)
+@pytest.mark.timeout(900)  # 210-227 s measured on 2 cores under a load of 5-8 (6 process starts)
 def test_sigkill_soak_then_resume_matches_uninterrupted(talker_stage_args: list[str], tmp_path: Path):
     reference = subprocess.run(_cmd(talker_stage_args, tmp_path, "reference", STEPS), capture_output=True, text=True,
                                cwd=ROOT)
