@@ -297,6 +297,9 @@ class Run:
         if free < MIN_FREE_BYTES:
             raise TrainingError(f"run folder {self.dir}: only {free // 2**20} MiB free on its disk; "
                                 f"at least {MIN_FREE_BYTES // 2**20} MiB are needed for checkpoints")
+        for leftover in self.dir.glob(".*.pt.*.tmp"):  # a save cut short by a kill: never a valid checkpoint
+            leftover.unlink(missing_ok=True)
+            self.info(f"removed {leftover.name}, the temp file of a save that a kill interrupted")
         existing = step_checkpoints(self.dir)
         if existing and not self.args.resume:
             raise TrainingError(

@@ -220,7 +220,9 @@ def sigkill_mid_save(case: Case) -> str:
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert case.steps()[-1] == BASE_STEPS  # the half-saved step never became a checkpoint
+    assert list(case.dir.glob(".step_*.tmp"))  # its temp file is left behind ...
     assert case.resume() == 0 and case.steps()[-1] == FINAL_STEPS
+    assert not list(case.dir.glob(".*.tmp"))  # ... and removed when the run starts again
     return "killed; the previous checkpoint is the newest, --resume completes"
 
 
