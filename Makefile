@@ -47,5 +47,9 @@ system-deps:
 			echo "       Install them with: sudo apt-get install$$missing"; exit 1; }; \
 	fi
 
+# Every demo run lives under checkpoints/demo; older demos left their vocoder in checkpoints/vocoder,
+# removed too when its config says it trained on the demo corpus.
 clean-demo:
 	rm -rf data/demo checkpoints/demo outputs/demo
+	@if grep -qs '"path": "data/demo"' checkpoints/vocoder/config.json; then \
+		echo "removing checkpoints/vocoder (a vocoder an older demo trained)"; rm -rf checkpoints/vocoder; fi

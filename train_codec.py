@@ -24,7 +24,7 @@ import torch
 
 from muomni.audio import LOG_FLOOR, mel_to_png, save_wav
 from muomni.config import DataConfig, TrainConfig
-from muomni.data import load_corpus, mel_cache
+from muomni.data import corpus_fingerprint, load_corpus, mel_cache
 from muomni.data.tokenize import mel_cache_dir
 from muomni.distributed import mean_over_ranks
 from muomni.evaluate import griffin_lim
@@ -141,7 +141,7 @@ def write_samples(run: Run, step: int, model: CodecModel, cache, items: list, in
     model.train()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = add_run_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     args = parser.parse_args(argv)
     cfg: CodecRun = load_run_config(args, CodecRun)
@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- data: mel caches, usable items, dataset statistics
     corpus = load_corpus(cfg.data)
+    run.record_data(corpus=corpus_fingerprint(cfg.data.path, cfg.data.format))
     with run.main_first():  # rank 0 builds the caches and stats.json, the other ranks read them
         train_mels = mel_cache(corpus.train, mel_cache_dir(cfg.data.path), "train")
         held_mels = mel_cache(corpus.heldout, mel_cache_dir(cfg.data.path), "heldout")
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{cfg.data.path}: no training utterance holds a whole code frame ({per} mel frames)")
         mean, std = mel_stats(run, train_mels, train_idx)
     eval_idx = held_idx[: tc.eval_items] if tc.eval_items else held_idx
+    if not held_idx:
+        run.warn(f"{cfg.data.path} has no usable held-out split (data.heldout = {cfg.data.heldout:g}): held-out "
+                 "metrics and samples are not computed and best.pt is not written")
 
     # ---- model, optimizer, schedule
     model = CodecModel(cfg.model).to(device)
@@ -179,27 +183,27 @@ def main(argv: list[str] | None = None) -> None:
 
     # ---- loop
     weights, replaced, metric = tc.loss_weights, 0, None
-    bar = run.progress(step, tc.steps)
+    run.progress(step, tc.steps)
     model.train()
+    model.rvq.defer_updates(True)  # codebook statistics change only when the step is accepted
     while step < tc.steps and not run.stop_requested:
         mel = crop_batch(train_mels, [train_idx[j] for j in order.next()], tc.crop_frames * per, [tc.seed, step])
         with autocast(device, tc.amp):
             out = ddp_model(mel.to(device))
         loss = sum(weights[name] * value for name, value in out.losses.items())
-        opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        if run.check_step(step, loss, grad_norm):
-            scaler.step(opt)
-            scaler.update()
+        result = run.optimizer_step(step + 1, opt, model.parameters(), scaler, tc.grad_clip, loss)
+        if result.accepted:  # the same decision on every rank: the codebooks stay equal
+            model.rvq.commit_updates()
+            replaced += out.replaced
+        else:
+            model.rvq.discard_updates()
         sched.step()
         step += 1
-        bar.update(1)
-        replaced += out.replaced
+        run.step_done()
         if step % tc.log_every == 0:  # every rank: the losses are averaged over them
             losses = mean_over_ranks({"loss": loss.item(), **{k: v.item() for k, v in out.losses.items()}})
-            run.log(step, {**losses, "lr": sched.get_last_lr()[0], "grad_norm": float(grad_norm)})
+            run.log(step, {**losses, "lr": sched.get_last_lr()[0], "grad_norm": float(result.grad_norm)})
         if run.is_main and eval_idx and (step % tc.eval_every == 0 or step == tc.steps):
             metrics = evaluate(model, held_mels, eval_idx, device)
             metric = metrics["mse"]
@@ -210,10 +214,8 @@ def main(argv: list[str] | None = None) -> None:
                           tc.griffin_lim_iters)
         if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:
             run.save(step, objects, metric=metric)
-    run.close()
-    if run.stop_requested and not run.out_of_time:
-        sys.exit(130)  # stopped by a signal
+    return run.finish(step)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

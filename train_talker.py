@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
-from muomni.data import load_corpus
+from muomni.data import corpus_fingerprint, load_corpus
 from muomni.distributed import mean_over_ranks, rank_shares
 from muomni.models.codec import codec_hash, codec_to_dict, load_codec
 from muomni.models.talker import TalkerConfig, build_talker, count_parameters, perplexity
@@ -74,18 +75,21 @@ class TalkerRun:
     train: TalkerTrainConfig = field(default_factory=TalkerTrainConfig)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = add_run_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     args = parser.parse_args(argv)
     cfg: TalkerRun = load_run_config(args, TalkerRun)
     run = Run(cfg, "talker", args)
     try:
-        train(cfg, run)
-    finally:
+        step = train(cfg, run)
+    except BaseException:
         run.close()
+        raise
+    return run.finish(step)
 
 
-def train(cfg: TalkerRun, run: Run) -> None:
+def train(cfg: TalkerRun, run: Run) -> int:
+    """Train to cfg.train.steps or until a stop; returns the last step."""
     # ---- data: corpus, codec, code cache, text processor, fixed lengths
     if not cfg.data.codec:
         raise ConfigError("data.codec: name the codec checkpoint the corpus was tokenized with "
@@ -93,8 +97,10 @@ def train(cfg: TalkerRun, run: Run) -> None:
     corpus = load_corpus(cfg.data)
     codec = load_codec(cfg.data.codec)  # a checkpoint, an exported folder or a run folder (newest step)
     text = TextProcessor.build([it.text for it in corpus.train], cfg.data.text)
+    fingerprint = codec_hash(codec)
+    run.record_data(corpus=corpus_fingerprint(cfg.data.path, cfg.data.format), codec=fingerprint)
     with run.main_first():  # rank 0 writes the fixed lengths into stats.json, the others read them
-        data = TalkerData.build(cfg, corpus, codec, codec_hash(codec), text, run)
+        data = TalkerData.build(cfg, corpus, codec, fingerprint, text, run)
     m = cfg.model  # derived fields: fixed by the data, stored in every checkpoint's config
     m.vocab_size, m.n_speakers = len(text), max(len(corpus.speakers), 1)
     m.n_q, m.codebook_size = codec.cfg.n_codebooks, codec.cfg.codebook_size
@@ -123,16 +129,19 @@ def train(cfg: TalkerRun, run: Run) -> None:
         run.load_init({"model": model})
     compiled = maybe_compile(run.wrap(model), cfg.train.compile)
     extra = {"codec": codec_to_dict(codec), "text": text.to_dict(), "speakers": list(corpus.speakers)}
-    prompts = read_prompts(cfg.train.prompts, cfg.train.prompts_file, data.heldout_prompts(2), corpus.speakers)
-    if step == 0 and run.is_main:
+    if not data.heldout:
+        run.warn(f"{cfg.data.path} has no held-out split (data.heldout = {cfg.data.heldout:g}): held-out metrics "
+                 "are not computed and best.pt is not written; samples use training texts")
+    default_prompts = data.heldout_prompts(2) or [(u.speaker, u.text) for u in data.train[:2]]
+    prompts = read_prompts(cfg.train.prompts, cfg.train.prompts_file, default_prompts, corpus.speakers)
+    if step == 0 and run.is_main and data.heldout:
         data.write_ground_truth(run.dir / "samples" / "ground_truth", codec, n=len(prompts))
 
     # ---- loop
-    bar = run.progress(step, cfg.train.steps)
+    run.progress(step, cfg.train.steps)
     frames_seen, t_last = 0, time.perf_counter()
     while step < cfg.train.steps and not run.stop_requested:
         model.train()
-        opt.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for _ in range(cfg.train.grad_accum):
             batch = data.batch(order.next(), run.device)
@@ -146,14 +155,11 @@ def train(cfg: TalkerRun, run: Run) -> None:
             frames_seen += int(batch["code_lens"].sum())
             for k, v in {**out.losses, **out.metrics}.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.train.grad_accum
-        scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        if run.check_step(step, out.losses["loss"], grad_norm):
-            scaler.step(opt)
-        scaler.update()
+        grad_norm = run.optimizer_step(step + 1, opt, model.parameters(), scaler, cfg.train.grad_clip,
+                                       out.losses["loss"]).grad_norm
         sched.step()
         step += 1
-        bar.update(1)
+        run.step_done()
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             now, sums = time.perf_counter(), mean_over_ranks(sums)
             run.log(step, {**sums, **_perplexities(sums, m.n_q), "lr": sched.get_last_lr()[0],
@@ -162,13 +168,13 @@ def train(cfg: TalkerRun, run: Run) -> None:
             frames_seen, t_last = 0, now
         last = step == cfg.train.steps or run.stop_requested
         metric = None
-        if run.is_main and (step % cfg.train.eval_every == 0 or last):
+        if run.is_main and data.heldout and (step % cfg.train.eval_every == 0 or last):
             metric = evaluate(unwrap(model), data, cfg, run, step)
         if run.is_main and (step % cfg.train.sample_every == 0 or last):
             data.write_samples(unwrap(model), codec, text, prompts, run.sample_dir(step), cfg.train, step)
         if step % cfg.train.save_every == 0 or last:
             run.save(step, objects, metric=metric, extra=extra)
-    bar.close()
+    return step
 
 
 @torch.no_grad()
@@ -197,4 +203,4 @@ def _perplexities(losses: dict[str, float], n_q: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from muomni.audio import HOP_LENGTH, LOG_FLOOR, MelSpectrogram, load_audio, log_mel, mel_to_png, save_wav
 from muomni.config import DataConfig, TrainConfig
-from muomni.data import load_corpus
+from muomni.data import corpus_fingerprint, load_corpus
 from muomni.distributed import mean_over_ranks
 from muomni.models.discriminators import Discriminators, set_requires_grad
 from muomni.models.griffinlim import mel_to_wav
@@ -186,14 +186,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- data
     corpus = load_corpus(cfg.data)
-    codec = None
+    codec, fingerprints = None, {"corpus": corpus_fingerprint(cfg.data.path, cfg.data.format)}
     if tc.finetune_codec:
-        from muomni.models.codec import load_codec
+        from muomni.models.codec import codec_hash, load_codec
 
         codec = load_codec(tc.finetune_codec, device)
+        fingerprints["codec"] = codec_hash(codec)
         run.info(f"fine-tuning on mels reconstructed by {tc.finetune_codec}")
+    run.record_data(**fingerprints)
     train_data = Utterances(corpus.train, tc.cache_items, codec)
-    held_data = Utterances(corpus.heldout or corpus.train[:1], tc.cache_items, codec)
+    held_data = Utterances(corpus.heldout, tc.cache_items, codec)
+    if not corpus.heldout:
+        run.warn(f"{cfg.data.path} has no held-out split (data.heldout = {cfg.data.heldout:g}): held-out metrics "
+                 "and samples are not computed and best.pt is not written")
     order = BatchOrder(len(train_data), tc.batch_size, tc.seed, run.rank, run.world)
 
     # ---- models, optimizers, schedulers, scalers
@@ -242,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- loop
     last_metric = None
-    bar = run.progress(step, tc.steps)
+    run.progress(step, tc.steps)
     while step < tc.steps and not run.stop_requested:
         gan = step >= tc.gan_start_step
-        totals: dict[str, float] = {}
+        totals: dict[str, Tensor] = {}  # micro-batch means, kept on the device until logged
         for _ in range(tc.grad_accum):
             wav, mel = random_segments(train_data, order.next(), tc.segment_size)
             wav, mel = wav.to(device), mel.to(device)  # (B, S), (B, S / 256, 128)
@@ -270,42 +275,29 @@ def main(argv: list[str] | None = None) -> int:
             loss_g = weighted_total(losses_g, weights)
             scaler_g.scale(loss_g / tc.grad_accum).backward()
             for k, v in {**losses_g, **losses_d, "loss": loss_g}.items():
-                totals[k] = totals.get(k, 0.0) + float(v.detach()) / tc.grad_accum
-        norms = {"grad_norm_g": _step(generator, opt_g, scaler_g, tc.grad_clip, run, step, totals["loss"])}
+                totals[k] = totals.get(k, 0.0) + v.detach() / tc.grad_accum
+        norms = {"grad_norm_g": run.optimizer_step(step + 1, opt_g, generator.parameters(), scaler_g, tc.grad_clip,
+                                                   loss_g, name="generator").grad_norm}
         if gan:
-            loss_d = sum(weights[k] * totals[k] for k in ("d_real", "d_fake"))
-            norms["grad_norm_d"] = _step(discriminators, opt_d, scaler_d, tc.grad_clip, run, step, loss_d)
+            loss_d = weighted_total(losses_d, weights)
+            norms["grad_norm_d"] = run.optimizer_step(step + 1, opt_d, discriminators.parameters(), scaler_d,
+                                                      tc.grad_clip, loss_d, name="discriminators").grad_norm
         sched_g.step()
         if gan:  # the discriminators' schedule starts when they do
             sched_d.step()
         step += 1
-        bar.update(1)
+        run.step_done()
         if step % tc.log_every == 0:  # every rank: the losses are averaged over them
+            norms = {k: float(v) for k, v in norms.items()}
+            totals = {k: float(v) for k, v in totals.items()}
             run.log(step, {**mean_over_ranks(totals), **norms, "lr": sched_g.get_last_lr()[0], "gan": float(gan)})
-        if run.is_main and (step % tc.eval_every == 0 or step == tc.steps):
+        if run.is_main and len(held_data) and (step % tc.eval_every == 0 or step == tc.steps):
             last_metric = evaluate(step)
-        if run.is_main and (step % tc.sample_every == 0 or step == tc.steps):
+        if run.is_main and len(held_data) and (step % tc.sample_every == 0 or step == tc.steps):
             write_samples(step)
-        if step % tc.save_every == 0 or step == tc.steps:
+        if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:
             run.save(step, objects, metric=last_metric)
-    if run.stop_requested:
-        run.save(step, objects, metric=None)
-        run.info(f"stopped at step {step}; continue with --resume")
-    run.close()
-    return 0
-
-
-def _step(module: nn.Module, opt, scaler, clip: float, run: Run, step: int, loss: float) -> float:
-    """Unscale, clip, check and apply one optimizer step; a non-finite step is counted and skipped."""
-    scaler.unscale_(opt)
-    norm = float(nn.utils.clip_grad_norm_(module.parameters(), clip))
-    # With an active fp16 scaler an inf gradient is an overflow the scaler handles (it skips the step
-    # and lowers the scale), so only a non-finite loss counts as a bad step there.
-    if run.check_step(step, torch.tensor(loss), 0.0 if scaler.is_enabled() else norm):
-        scaler.step(opt)
-    scaler.update()
-    opt.zero_grad(set_to_none=True)
-    return norm
+    return run.finish(step)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         if isinstance(err, Exception):
-            raise CheckpointError(f"could not write checkpoint {path}: {err}; earlier checkpoints are intact") from err
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            raise CheckpointError(f"could not write checkpoint {path}: {reason}; "
+                                  "earlier checkpoints are intact") from err
         raise
 
 

@@ -65,7 +65,7 @@ class TrainConfig:
     keep_last: int = 3
     amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16); never on CPU
     compile: bool = False
-    max_bad_steps: int = 10  # non-finite steps in a row before the run stops
+    max_bad_steps: int = 10  # non-finite steps in a row (per optimizer) stop the run; fp16 overflows do not count
     wandb: bool = False
     wandb_project: str = "muomni"
     wandb_mode: str = "offline"  # offline | online

@@ -1,8 +1,18 @@
 """The end-to-end demo behind ``make demo``: corpus -> codec -> codes -> Talker -> vocoder -> wavs.
 
-Each stage runs the same command a user would type, so its progress bar shows. A stage whose
-run already reached its configured step count is skipped; an interrupted one is resumed
-(``--resume``). The time of every stage and the final evaluation table are written to
+Each stage runs the same command a user would type, so its progress bar shows. Every run lives
+under ``checkpoints/demo/`` (``make clean-demo`` removes it with the corpus and the outputs).
+
+A training stage is skipped only when its run has finished (it reached its configured step count,
+or its time budget ``train.max_minutes`` ran out: stats.json "ended") *and* was trained on what the
+demo has now: the same config values, the same corpus item list and, for the Talker, the same codec.
+Otherwise the demo says why and retrains it from scratch; an interrupted run of the same config and
+data is resumed (``--resume``).
+
+Each stage has a time budget (``STAGE_BUDGET_MINUTES``, sized so that the whole demo fits 30 minutes
+on a slow 2-core machine); the training stages get it as ``train.max_minutes`` less a margin for
+their setup and final evaluation. Every stage prints its time and budget and says when it ran over;
+the time of every stage, its budget and the final evaluation table are written to
 ``outputs/demo/summary.json`` and printed.
 """
 
@@ -10,16 +20,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from .config import read_json_with_base
 from .training import step_checkpoints, write_json
 
 PY = sys.executable
 CONFIGS = Path("configs/demo")
+DEMO_RUNS = Path("checkpoints/demo")  # every demo run lives here (make clean-demo removes it)
+
+# Minutes per stage: the whole demo in 30 minutes on a slow 2-core machine (the Talker at ~1 step/s).
+STAGE_BUDGET_MINUTES: dict[str, float] = {
+    "corpus": 2.5, "check corpus": 0.5, "codec": 4.0, "tokenize": 1.0, "talker": 14.0, "vocoder": 2.0,
+    "evaluate vocoder": 1.5, "synthesize": 2.0, "evaluate codec": 1.0, "pictures": 0.5,
+}
+# Minutes of a training stage's budget kept for its setup (data caches, model build) and final evaluation;
+# the rest is its train.max_minutes.
+TRAIN_SETUP_MINUTES: dict[str, float] = {"codec": 1.0, "talker": 1.5, "vocoder": 0.5}
 
 
 def final_step(config: Path) -> int:
@@ -38,9 +60,59 @@ def newest_checkpoint(config: Path) -> Path:
     return found[-1][1]
 
 
-def finished(config: Path) -> bool:
-    found = step_checkpoints(run_dir(config))
-    return bool(found) and found[-1][0] >= final_step(config)
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def config_changes(config: Path, recorded: dict[str, Any]) -> list[str]:
+    """'section.key' of every value the demo config sets that the run's config.json holds differently."""
+    changes = []
+    for section, values in read_json_with_base(config).items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if recorded.get(section, {}).get(key) != value and key not in ("max_minutes",):
+                changes.append(f"{section}.{key}: {recorded.get(section, {}).get(key)!r} -> {value!r}")
+    return changes
+
+
+def data_changes(folder: Path, expected: dict[str, str]) -> list[str]:
+    """What the run trained on (stats.json "data") that differs from ``expected`` (name -> fingerprint)."""
+    recorded = _read(folder / "stats.json").get("data", {})
+    return [f"the {name} changed" if name in recorded else f"no record of its {name}"
+            for name, value in expected.items() if recorded.get(name) != value]
+
+
+def finished(config: Path, expected: dict[str, str] | None = None) -> tuple[bool, str]:
+    """(whether the run of ``config`` is done and trained on the current data, why not / why it is)."""
+    folder = run_dir(config)
+    found = step_checkpoints(folder)
+    if not found:
+        return False, "no checkpoint yet"
+    stale = config_changes(config, _read(folder / "config.json")) + data_changes(folder, expected or {})
+    if stale:
+        return False, "stale: " + "; ".join(stale)
+    ended = _read(folder / "stats.json").get("ended", {})
+    if found[-1][0] >= final_step(config):
+        return True, f"done ({found[-1][0]} steps)"
+    if ended.get("reason") == "max_minutes" and ended.get("step") == found[-1][0]:
+        return True, f"done (time budget reached at step {found[-1][0]})"
+    return False, f"interrupted at step {found[-1][0]}"
+
+
+def corpus_id(data: Path) -> str:
+    from .data import corpus_fingerprint
+
+    return corpus_fingerprint(data)
+
+
+def codec_id(config: Path) -> str:
+    from .models.codec import codec_hash, load_codec
+
+    return codec_hash(load_codec(newest_checkpoint(config)))
 
 
 class Demo:
@@ -49,22 +121,45 @@ class Demo:
         self.out = Path(args.out)
         self.times: dict[str, float] = {}
 
-    def stage(self, name: str, cmd: list[str], skip: bool = False) -> None:
-        print(f"\n=== demo stage: {name}" + (" (already done, skipped)" if skip else ""), flush=True)
+    def stage(self, name: str, cmd: list[str], skip: bool = False, why: str = "") -> None:
+        budget = STAGE_BUDGET_MINUTES.get(name, 0.0)
+        print(f"\n=== demo stage: {name} (budget {budget:g} min)" + (f" -- skipped, {why}" if skip else
+              f" -- {why}" if why else ""), flush=True)
         if skip:
             self.times[name] = 0.0
             return
         print("$ " + " ".join(cmd), flush=True)
         start = time.perf_counter()
         code = subprocess.call(cmd)
-        self.times[name] = round(time.perf_counter() - start, 1)
+        self.times[name] = seconds = round(time.perf_counter() - start, 1)
+        over = f" -- OVER its budget of {budget:g} min by {seconds - 60 * budget:.0f} s" if (
+            budget and seconds > 60 * budget) else ""
+        print(f"=== demo stage: {name} took {seconds:.0f} s of its {60 * budget:.0f} s budget{over}", flush=True)
         if code != 0:
             raise SystemExit(f"demo: stage '{name}' failed (exit {code}); fix the message above and rerun "
                              "`make demo`: finished stages are skipped and this one resumes")
 
-    def train(self, name: str, script: str, config: Path, extra: list[str] = ()) -> Path:
-        self.stage(name, [PY, script, "--config", str(config), "--resume", *extra], skip=finished(config))
+    def train(self, name: str, script: str, config: Path, expected: dict[str, str] | None = None) -> Path:
+        done, why = finished(config, expected)
+        folder = run_dir(config)
+        if not done and why.startswith("stale") and folder.is_dir():
+            if DEMO_RUNS.resolve() not in folder.resolve().parents:
+                raise SystemExit(f"demo: {folder} is {why}, and it is not under {DEMO_RUNS}: move it away and rerun")
+            shutil.rmtree(folder)  # a demo run of other data or another config: retrain from scratch
+            why += f"; removed {folder}, retraining"
+        minutes = STAGE_BUDGET_MINUTES[name] - TRAIN_SETUP_MINUTES[name]
+        self.stage(name, [PY, script, "--config", str(config), "--resume", "--set", f"train.max_minutes={minutes:g}"],
+                   skip=done, why=why)
         return newest_checkpoint(config)
+
+    def stage_table(self) -> list[str]:
+        """The stage times against their budgets, as markdown lines."""
+        lines = ["| stage | seconds | budget (s) |", "|---|---|---|"]
+        lines += [f"| {name} | {seconds:.0f} | {60 * STAGE_BUDGET_MINUTES.get(name, 0):.0f} |"
+                  + (" over" if seconds > 60 * STAGE_BUDGET_MINUTES.get(name, 0) else "")
+                  for name, seconds in self.times.items()]
+        lines += [f"| total | {sum(self.times.values()):.0f} | {60 * sum(STAGE_BUDGET_MINUTES.values()):.0f} |"]
+        return lines
 
     def run(self) -> None:
         a = self.args
@@ -72,10 +167,12 @@ class Demo:
         self.stage("corpus", [PY, "-m", "muomni.data.demo", "--out", str(data), "--utterances", str(a.utterances),
                               "--voices", a.voices, "--seed", str(a.seed)])
         self.stage("check corpus", [PY, "-m", "muomni.data", "check", str(data)])
-        codec = self.train("codec", "train_codec.py", CONFIGS / "codec.json")
+        corpus = {"corpus": corpus_id(data)}
+        codec = self.train("codec", "train_codec.py", CONFIGS / "codec.json", corpus)
         self.stage("tokenize", [PY, "-m", "muomni.data.tokenize", "--codec", str(codec), "--data", str(data)])
-        talker = self.train("talker", "train_talker.py", CONFIGS / "talker.json")
-        vocoder = self.train("vocoder", "train_vocoder.py", CONFIGS / "vocoder.json")
+        talker = self.train("talker", "train_talker.py", CONFIGS / "talker.json",
+                            {**corpus, "codec": codec_id(CONFIGS / "codec.json")})
+        vocoder = self.train("vocoder", "train_vocoder.py", CONFIGS / "vocoder.json", corpus)
         self.stage("evaluate vocoder", [PY, "-m", "muomni.evaluate", "vocoder", "--vocoder", str(vocoder),
                                         "--data", str(data), "--json", str(self.out / "vocoder.json"),
                                         "--limit", str(a.vocoder_sentences)])
@@ -113,14 +210,14 @@ class Demo:
                   for name, value in rows]
         lines += ["", f"TTS real-time factor: {tts.get('rtf', float('nan')):.3f}  "
                   f"(duration ratio to ground truth {tts.get('duration_ratio', float('nan')):.2f})",
-                  "", "| stage | seconds |", "|---|---|"]
-        lines += [f"| {name} | {seconds:.0f} |" for name, seconds in self.times.items()]
-        lines += [f"| total | {sum(self.times.values()):.0f} |", "",
+                  "", *self.stage_table(), "",
                   f"Listen: {self.out}/*.wav (a mel picture beside each); loss curves in {self.out}/plots/"]
         text = "\n".join(lines)
         print(text)
         write_json(self.out / "summary.json", {"wer": dict(rows), "tts": tts, "codec": codec,
-                                               "stage_seconds": self.times})
+                                               "stage_seconds": self.times,
+                                               "stage_budget_seconds": {k: 60 * v for k, v in
+                                                                        STAGE_BUDGET_MINUTES.items()}})
         (self.out / "summary.md").write_text(text + "\n")
 
 

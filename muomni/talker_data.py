@@ -114,7 +114,7 @@ class TalkerData:
                 run.warn(f"{len(caught)} texts have characters outside the vocabulary, e.g.: {caught[0].message}")
             return out
 
-        train, heldout = utterances(corpus.train), utterances(corpus.heldout or corpus.train[:1])
+        train, heldout = utterances(corpus.train), utterances(corpus.heldout)  # heldout may be empty: no metrics
         stats, t = run.read_stats(), cfg.train
         key = f"p{t.max_length_percentile:g}_m{t.length_multiple}"
         if stats.get("lengths_key") != key:

@@ -10,6 +10,18 @@ Every stage script builds its objects, then hands them to a :class:`Run` by name
 
 A checkpoint is a plain dict (tensors, numbers, strings, lists) written to a temp file and
 renamed, and loaded with ``torch.load(..., weights_only=True)``: it never runs code.
+
+Every optimizer step goes through :meth:`Run.optimizer_step` (unscale, clip, one finite check,
+step, scaler update), and every training step ends with :meth:`Run.step_done`, the one place where
+a stop (a signal, ``train.max_minutes``) is agreed. The stages stop the same way; their exit status:
+
+- 0: the run reached ``train.steps``, or ``train.max_minutes`` ran out (a checkpoint is saved at the
+  step where time ran out; ``--resume`` continues);
+- 1: an error, named in the message (the newest checkpoint is intact);
+- 130 (``EXIT_STOPPED``): SIGINT or SIGTERM; a checkpoint is saved at the next step boundary and
+  ``--resume`` continues.
+
+Why a run ended ("steps", "max_minutes", "signal") is recorded in its stats.json under ``ended``.
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +60,11 @@ from .config import ConfigError, config_to_dict, load_config
 from .distributed import any_rank, any_ranks, barrier, broadcast_object, gather_object, init_distributed
 
 MIN_FREE_BYTES = 64 * 2**20
+EXIT_STOPPED = 130  # a signal stopped the run after saving a checkpoint (the shell's code for SIGINT)
+EXIT_STATUS_HELP = """exit status:
+  0    done: train.steps reached, or train.max_minutes ran out (checkpoint saved; --resume continues)
+  1    error (the message names the file or key; the newest checkpoint is intact)
+  130  stopped by SIGINT or SIGTERM: checkpoint saved at the next step boundary (--resume continues)"""
 
 
 class TrainingError(RuntimeError):
@@ -57,6 +75,8 @@ class TrainingError(RuntimeError):
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.epilog = EXIT_STATUS_HELP
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--config", required=True, help="JSON config (may name a 'base' config)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest valid checkpoint")
     parser.add_argument("--init-from", metavar="CKPT", help="load weights only and start at step 0")
@@ -135,8 +155,23 @@ def lr_lambda(train) -> Any:
     return factor
 
 
-def grad_norm_is_finite(loss: torch.Tensor, grad_norm: torch.Tensor | float) -> bool:
-    return bool(torch.isfinite(torch.as_tensor(loss)).all() and math.isfinite(float(grad_norm)))
+def finite_flags(loss: torch.Tensor | float | None, grad_norm: torch.Tensor | float) -> tuple[bool, bool]:
+    """(loss is finite, gradient norm is finite) in one host synchronisation."""
+    norm = torch.as_tensor(grad_norm).detach().float().reshape(())
+    parts = [torch.isfinite(norm)]
+    if loss is not None:
+        parts.insert(0, torch.isfinite(torch.as_tensor(loss).detach().float()).all().to(norm.device))
+    flags = torch.stack(parts).tolist()  # the one sync of a step's check
+    return (bool(flags[0]) if loss is not None else True), bool(flags[-1])
+
+
+@dataclass
+class StepResult:
+    """What :meth:`Run.optimizer_step` did: ``accepted`` is False for a skipped step (bad or overflow)."""
+
+    accepted: bool
+    grad_norm: torch.Tensor  # the norm before clipping (a 0-d tensor: read it only when logging)
+    overflow: bool = False  # an fp16 overflow the grad scaler handled (not counted as a bad step)
 
 
 # ---------------------------------------------------------------- RNG and data position
@@ -224,8 +259,10 @@ class Run:
                               f"number of processes ({self.world}), so that every rank averages an equal share")
         self.dir = Path(train.out_dir) / (train.run_name or Path(args.config).stem)
         self.device = select_device(getattr(args, "device", None) or train.device)
-        self.bad_steps = self.bad_in_a_row = 0
-        self._stop = False
+        self.bad_steps = self.overflow_steps = 0
+        self._in_a_row: dict[str, int] = {}  # non-finite steps in a row, per optimizer
+        self._signal: str | None = None  # set by the signal handler, acted on at the next step boundary
+        self._stop = False  # agreed by step_done(), once per step
         self.out_of_time = False  # the stop came from train.max_minutes, not from a signal
         self._deadline = None  # set by progress(), when the training loop starts
         self._bar = None
@@ -234,6 +271,10 @@ class Run:
         self._check_output()
         if self.is_main:
             write_json(self.dir / "config.json", config_to_dict(cfg))
+            stats = self.read_stats()
+            if "ended" in stats:  # this run goes on: it has not ended until finish() says so again
+                del stats["ended"]
+                self.write_stats(stats)
         seed_everything(train.seed + self.rank)
         self._install_signal_handlers()
         if self.is_main and train.wandb:
@@ -256,6 +297,9 @@ class Run:
         if free < MIN_FREE_BYTES:
             raise TrainingError(f"run folder {self.dir}: only {free // 2**20} MiB free on its disk; "
                                 f"at least {MIN_FREE_BYTES // 2**20} MiB are needed for checkpoints")
+        for leftover in self.dir.glob(".*.pt.*.tmp"):  # a save cut short by a kill: never a valid checkpoint
+            leftover.unlink(missing_ok=True)
+            self.info(f"removed {leftover.name}, the temp file of a save that a kill interrupted")
         existing = step_checkpoints(self.dir)
         if existing and not self.args.resume:
             raise TrainingError(
@@ -277,7 +321,7 @@ class Run:
         payload = {
             "format_version": CHECKPOINT_VERSION, "stage": self.stage, "step": step,
             "config": config_to_dict(self.cfg), "rng": rngs[0],
-            "bad_steps": self.bad_steps, **(extra or {}),
+            "bad_steps": self.bad_steps, "overflow_steps": self.overflow_steps, **(extra or {}),
         }
         if self.world > 1:
             payload["rng_ranks"] = rngs
@@ -323,10 +367,14 @@ class Run:
         """(path, payload) of the newest loadable step checkpoint of an unchanged model config, or None."""
         for _, path in reversed(step_checkpoints(self.dir)):
             try:
-                payload = load_checkpoint(path, self.stage)
+                payload = load_checkpoint(path)
             except CheckpointError as err:
                 self.warn(f"skipping damaged checkpoint: {err}")
                 continue
+            if payload["stage"] != self.stage:  # not damage: the run folder is another stage's (a config mix-up)
+                raise CheckpointError(f"{path}: this is a {payload['stage']} checkpoint, but this is a {self.stage} "
+                                      "run: its run folder holds another stage's run; set train.run_name or "
+                                      "train.out_dir to this stage's own folder")
             mismatch = config_mismatch(payload["config"], config_to_dict(self.cfg))
             if mismatch:
                 raise CheckpointError(f"{path}: cannot resume, the model config changed: " + "; ".join(mismatch))
@@ -353,6 +401,7 @@ class Run:
             self.warn(f"the checkpoint was written by {len(ranks)} process(es), this run has {self.world}: "
                       "data order is kept, random draws of ranks > 0 restart")
         self.bad_steps = int(payload.get("bad_steps", 0))
+        self.overflow_steps = int(payload.get("overflow_steps", 0))
         self._truncate_metrics(payload["step"])
         return int(payload["step"])
 
@@ -402,6 +451,12 @@ class Run:
     def write_stats(self, stats: dict[str, Any]) -> None:
         if self.is_main:
             write_json(self.dir / "stats.json", stats)
+
+    def record_data(self, **fingerprints: str) -> None:
+        """Note what this run trains on (stats.json "data": e.g. corpus=corpus_fingerprint(...), codec=
+        codec_hash(...)), so that a rerun (the demo) can tell a finished run of other data from its own."""
+        if self.is_main:
+            self.write_stats({**self.read_stats(), "data": dict(fingerprints)})
 
     def sample_dir(self, step: int) -> Path:
         path = self.dir / "samples" / f"step_{step:08d}"
@@ -454,56 +509,137 @@ class Run:
     def warn(self, message: str) -> None:
         self.info(f"warning: {message}")
 
-    # ---- non-finite steps and polite stops
+    # ---- optimizer steps, non-finite steps and polite stops
+
+    @property
+    def bad_in_a_row(self) -> int:
+        return max(self._in_a_row.values(), default=0)
+
+    def optimizer_step(self, step: int, optimizer: torch.optim.Optimizer, parameters, scaler=None,
+                       clip: float = 0.0, loss: torch.Tensor | float | None = None, name: str = "") -> StepResult:
+        """The one optimizer step of every stage: unscale -> clip -> finite check -> step -> scaler update.
+
+        The policy, the same everywhere:
+
+        - a finite loss and gradient norm: the step is taken;
+        - with an active fp16 grad scaler whose scale is above 1, a finite loss with a non-finite
+          gradient is an overflow: the scaler skips the step and lowers its scale. It is counted
+          (``overflow_steps``, logged as split "bad") but is not a bad step: the scaler recovers;
+        - anything else non-finite is a bad step: skipped, counted (``bad_steps``) and logged;
+          ``train.max_bad_steps`` of them in a row (per optimizer) stop the run with a TrainingError.
+
+        ``scaler.update()`` runs on every step, taken or skipped, so the next ``unscale_`` finds a fresh
+        state. Gradients are zeroed afterwards. Under DDP the ranks agree (one collective), so a step is
+        skipped everywhere if it is bad anywhere. One host synchronisation per call (the finite check).
+        """
+        params = [p for p in parameters if p.grad is not None]
+        active = scaler is not None and scaler.is_enabled()
+        if active:
+            scaler.unscale_(optimizer)
+        grad_norm = nn.utils.clip_grad_norm_(params, clip if clip > 0 else math.inf)
+        loss_ok, norm_ok = finite_flags(loss, grad_norm)
+        if self.world > 1:
+            loss_bad, norm_bad = any_ranks([not loss_ok, not norm_ok])
+            loss_ok, norm_ok = not loss_bad, not norm_bad
+        overflow = active and loss_ok and not norm_ok and scaler.get_scale() > 1.0
+        if loss_ok and norm_ok:
+            self._in_a_row[name] = 0
+            (scaler.step(optimizer) if scaler is not None else optimizer.step())
+        elif overflow:
+            self.overflow_steps += 1
+            self.log(step, {"overflow_steps": self.overflow_steps, "scale": scaler.get_scale()}, split="bad")
+        else:
+            self._bad_step(step, loss, grad_norm, name)
+        if scaler is not None:
+            scaler.update()  # always: after a skipped step too (an overflow lowers the scale here)
+        optimizer.zero_grad(set_to_none=True)
+        return StepResult(loss_ok and norm_ok, grad_norm.detach(), overflow)
+
+    def check_step(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | float, name: str = "") -> bool:
+        """True if the step is finite; a non-finite one is counted and logged (for loops that step
+        their optimizer themselves; the stages use :meth:`optimizer_step`)."""
+        loss_ok, norm_ok = finite_flags(loss, grad_norm)
+        if self.world > 1:
+            loss_ok = norm_ok = not any_rank(not (loss_ok and norm_ok))
+        if loss_ok and norm_ok:
+            self._in_a_row[name] = 0
+            return True
+        self._bad_step(step, loss, grad_norm, name)
+        return False
+
+    def _bad_step(self, step: int, loss, grad_norm, name: str) -> None:
+        self.bad_steps += 1
+        in_a_row = self._in_a_row[name] = self._in_a_row.get(name, 0) + 1
+        what = f"{name} " if name else ""
+        shown = "n/a" if loss is None else f"{float(torch.as_tensor(loss).detach()):.4g}"
+        self.warn(f"step {step}: non-finite {what}loss or gradient norm (loss {shown}, grad norm "
+                  f"{float(grad_norm):.4g}); step skipped ({in_a_row} in a row)")
+        self.log(step, {"bad_steps": self.bad_steps, "bad_in_a_row": in_a_row}, split="bad")
+        if in_a_row >= self.cfg.train.max_bad_steps:
+            newest = step_checkpoints(self.dir)
+            where = f"the last checkpoint {newest[-1][1]} is intact" if newest else "no checkpoint was written yet"
+            raise TrainingError(f"{in_a_row} non-finite steps in a row (train.max_bad_steps = "
+                                f"{self.cfg.train.max_bad_steps}): stopping; {where}. Lower train.lr or "
+                                "check the data for NaN/inf.")
 
     @property
     def stop_requested(self) -> bool:
-        """Set by SIGINT/SIGTERM, or once train.max_minutes have passed since the loop started (then
-        ``out_of_time`` is set too). Under DDP both are agreed over ranks (one collective): every rank reads
-        it at the same points of the loop, so all of them stop at the same step."""
-        late = self._deadline is not None and _clock() > self._deadline
-        if self.world > 1:
-            self._stop, late = any_ranks([self._stop, late])  # after close() the last agreed answer stays
-        if late and not self.out_of_time:
-            self.out_of_time = self._stop = True
-            self.info(f"train.max_minutes = {self.cfg.train.max_minutes:g} reached: saving a checkpoint and "
-                      "stopping (--resume continues the run)")
+        """Whether the loop should save and stop: a plain read of the state :meth:`step_done` agreed."""
         return self._stop
 
     @stop_requested.setter
     def stop_requested(self, value: bool) -> None:
         self._stop = bool(value)
 
-    def check_step(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | float) -> bool:
-        """True if the step is finite. A non-finite one is counted and logged; too many in a row stop the run.
+    def step_done(self, n: int = 1) -> bool:
+        """End of a training step: advance the progress bar and agree whether to stop.
 
-        Under DDP the ranks agree (one collective): a step is skipped everywhere if it is bad anywhere.
+        The one place where a stop is decided, once per step: a signal received since the last step
+        (SIGINT/SIGTERM), or train.max_minutes passed since the loop started (then ``out_of_time`` is set
+        too). Under DDP both flags are agreed over ranks in one collective, so every rank stops after the
+        same step. Returns ``stop_requested``.
         """
-        finite = grad_norm_is_finite(loss, grad_norm)
+        if self._bar is not None:
+            self._bar.update(n)
+        late = self._deadline is not None and _clock() > self._deadline
+        signalled = self._signal is not None
         if self.world > 1:
-            finite = not any_rank(not finite)
-        if finite:
-            self.bad_in_a_row = 0
-            return True
-        self.bad_steps += 1
-        self.bad_in_a_row += 1
-        self.warn(f"step {step}: non-finite loss or gradient norm (loss {float(torch.as_tensor(loss).detach()):.4g}, "
-                  f"grad norm {float(grad_norm):.4g}); step skipped ({self.bad_in_a_row} in a row)")
-        self.log(step, {"bad_steps": self.bad_steps, "bad_in_a_row": self.bad_in_a_row}, split="bad")
-        if self.bad_in_a_row >= self.cfg.train.max_bad_steps:
-            newest = step_checkpoints(self.dir)
-            where = f"the last checkpoint {newest[-1][1]} is intact" if newest else "no checkpoint was written yet"
-            raise TrainingError(f"{self.bad_in_a_row} non-finite steps in a row (train.max_bad_steps = "
-                                f"{self.cfg.train.max_bad_steps}): stopping; {where}. Lower train.lr or "
-                                "check the data for NaN/inf.")
-        return False
+            signalled, late = any_ranks([signalled, late])
+        if signalled and not self._stop:
+            self._stop = True
+            self.info(f"{self._signal or 'a signal on another rank'}: saving a checkpoint and stopping "
+                      f"(exit status {EXIT_STOPPED}; --resume continues the run)")
+        elif late and not self._stop:
+            self.out_of_time = self._stop = True
+            self.info(f"train.max_minutes = {self.cfg.train.max_minutes:g} reached: saving a checkpoint and "
+                      "stopping (--resume continues the run)")
+        return self._stop
+
+    @property
+    def end_reason(self) -> str:
+        """Why the loop ended: "signal", "max_minutes" or "steps"."""
+        if self._stop and not self.out_of_time:
+            return "signal"
+        return "max_minutes" if self.out_of_time else "steps"
+
+    def finish(self, step: int) -> int:
+        """Record why the run ended (stats.json "ended"), close the run; returns the exit status."""
+        reason = self.end_reason
+        if self.is_main:
+            self.write_stats({**self.read_stats(), "ended": {"reason": reason, "step": int(step),
+                                                             "bad_steps": self.bad_steps,
+                                                             "overflow_steps": self.overflow_steps}})
+        if reason == "signal":
+            self.info(f"stopped at step {step}; continue with --resume")
+        self.close()
+        return EXIT_STOPPED if reason == "signal" else 0
 
     def _install_signal_handlers(self) -> None:
         def request_stop(signum, frame):
-            if self._stop and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self._stop = True
-            self.info(f"{signal.Signals(signum).name} received: saving a checkpoint at the next step boundary")
+            if self._signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
+            self._signal = signal.Signals(signum).name
+            self.info(f"{self._signal} received: saving a checkpoint at the next step boundary")
 
         try:
             signal.signal(signal.SIGTERM, request_stop)

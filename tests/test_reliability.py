@@ -20,7 +20,7 @@ import pytest
 import soundfile as sf
 from conftest import TINY_CODEC, tone, write_wav
 
-from muomni.training import load_checkpoint, step_checkpoints
+from muomni.training import EXIT_STOPPED, load_checkpoint, step_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 # file stem -> the reason kind the checker must give (None: a valid file that must load)
@@ -88,6 +88,7 @@ def test_checker_names_every_broken_item(gallery: Path):
     assert "usable 18" in proc.stdout  # 12 flite + 5 unusual-but-valid formats + the first 'dup'
 
 
+@pytest.mark.timeout(180)  # 25 s measured on 2 cores under a load of ~8
 def test_training_skips_each_broken_item_by_name(gallery: Path, tmp_path: Path):
     proc = subprocess.run(
         [sys.executable, "train_codec.py", "--config", "configs/codec_tiny.json", "--device", "cpu", "--set",
@@ -122,6 +123,7 @@ def reference_curve(flite_corpus: Path, tmp_path_factory: pytest.TempPathFactory
     return _losses(out / "ref")
 
 
+@pytest.mark.timeout(180)  # 25 s measured on 2 cores under a load of ~8
 def test_time_budget_stops_with_a_checkpoint_and_exit_0(flite_corpus, tmp_path):
     """train.max_minutes on a run far too long for it: a checkpoint at the step where time ran out, exit 0."""
     proc = subprocess.run(_codec_cmd(flite_corpus, tmp_path, "budget", "train.steps=1000000", "train.max_minutes=0.1"),
@@ -131,8 +133,11 @@ def test_time_budget_stops_with_a_checkpoint_and_exit_0(flite_corpus, tmp_path):
     saved = step_checkpoints(tmp_path / "budget")
     last = json.loads((tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()[-1])
     assert saved and 0 < saved[-1][0] < 1000000 and saved[-1][0] == last["step"]
+    ended = json.loads((tmp_path / "budget" / "stats.json").read_text())["ended"]
+    assert ended["reason"] == "max_minutes" and ended["step"] == saved[-1][0]  # the demo counts it finished
 
 
+@pytest.mark.timeout(420)  # 60-95 s measured on 2 cores under a load of ~8
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_polite_stop_saves_then_resume_continues_the_curve(flite_corpus, reference_curve, tmp_path, sig):
     proc = subprocess.Popen(_codec_cmd(flite_corpus, tmp_path, "stopped"), cwd=ROOT,
@@ -146,6 +151,7 @@ def test_polite_stop_saves_then_resume_continues_the_curve(flite_corpus, referen
     saved = step_checkpoints(tmp_path / "stopped")
     assert saved and 5 <= saved[-1][0] < 60, err[-2000:]  # saved at the step boundary after the signal
     assert f"{sig.name} received" in err
+    assert proc.returncode == EXIT_STOPPED  # the same status from every stage (test_faults.py: all three)
     resumed = subprocess.run(_codec_cmd(flite_corpus, tmp_path, "stopped") + ["--resume"],
                              capture_output=True, text=True, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

@@ -103,6 +103,7 @@ def _run_args(tmp: Path, corpus: Path, name: str, steps: int) -> list[str]:
             f"train.out_dir={tmp}", f"train.run_name={name}", f"train.steps={steps}", f"train.save_every={steps}"]
 
 
+@pytest.mark.timeout(240)  # 46 s measured on 2 cores under a load of ~8
 def test_codec_ddp_equals_one_process(flite_corpus, tmp_path):
     """Two gloo processes with half the global batch each end with the weights and codebooks of one process:
     k-means on the gathered batch, EMA statistics summed over ranks, dead codes drawn identically. The
@@ -139,6 +140,7 @@ def tokenized(flite_corpus, tmp_path_factory) -> tuple[Path, Path]:
     return checkpoint, tmp / "codes"
 
 
+@pytest.mark.timeout(240)  # 40 s measured on 2 cores under a load of ~8
 def test_talker_ddp_equals_one_process(flite_corpus, tokenized, tmp_path):
     """Items of different lengths: each rank's frame-averaged loss weighted by its share of the frames."""
     codec, codes = tokenized
@@ -171,6 +173,7 @@ def _talker_batch(seed: int, B: int = 2) -> dict[str, torch.Tensor]:
             "speakers": torch.randint(0, 2, (B,), generator=g), "ended": torch.rand(B, generator=g) > 0.3}
 
 
+@pytest.mark.timeout(240)  # 36 s measured on 2 cores under a load of ~8
 def test_talker_compiled_steps_never_recompile():
     """Fixed shapes: after warm-up, neither the training forward/backward on new fixed-shape batches nor the
     KV-cached decode step at new positions compiles anything again (and compiled equals eager).
@@ -222,6 +225,7 @@ def test_talker_compiled_steps_never_recompile():
     assert counter.frame_count == warm > 0
 
 
+@pytest.mark.timeout(180)  # 24 s measured on 2 cores under a load of ~8
 def test_vocoder_ddp_replicas_stay_equal(flite_corpus, tmp_path):
     """Generator and discriminators in their own DDP wrappers (two optimizers), the adversarial pass through
     the frozen plain discriminators: after GAN steps every rank holds the same generator and discriminators."""

@@ -7,11 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import TINY_CODEC
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.timeout(240)  # 32-42 s measured on 2 cores under a load of ~8
 def test_sweep_ranks_skips_and_reports_failures(flite_corpus: Path, tmp_path: Path):
     base = tmp_path / "codec_sweep.json"
     sets = dict(s.split("=", 1) for s in TINY_CODEC)

@@ -1,6 +1,7 @@
 """Run machinery: atomic checkpoints, resume from the newest valid one, exact loss curves, bad steps."""
 
 import argparse
+import json
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -196,10 +197,12 @@ def test_max_minutes_stops_at_a_step_boundary_and_resume_continues(tmp_path, mon
     while step < cfg.train.steps and not run.stop_requested:
         step += 1
         now[0] += 10.0  # each step takes 10 s: the 27 s budget is over after step 3
+        run.step_done()
         if step == cfg.train.steps or run.stop_requested:
             run.save(step, objects)
-    run.close()
+    assert run.finish(step) == 0  # a time budget is a normal end
     assert (step, run.out_of_time) == (3, True)
+    assert run.read_stats()["ended"]["reason"] == "max_minutes"
     assert [s for s, _ in step_checkpoints(tmp_path / "toy")] == [3]
 
     resumed = Run(_cfg(tmp_path, steps=10, save_every=100), "toy", _args(resume=True))
@@ -211,3 +214,65 @@ def test_max_minutes_stops_at_a_step_boundary_and_resume_continues(tmp_path, mon
 def test_max_minutes_must_not_be_negative(tmp_path):
     with pytest.raises(ConfigError, match="train.max_minutes"):
         _cfg(tmp_path, max_minutes=-1)
+
+
+def _scaled_step(run, model, opt, scaler, step, poison=False):
+    x = torch.randn(8, 4)
+    loss = model(x).pow(2).mean()
+    scaler.scale(loss).backward()
+    if poison:  # an fp16 overflow: one gradient is inf, the loss is finite
+        model.weight.grad[0, 0] = float("inf")
+    return run.optimizer_step(step, opt, model.parameters(), scaler, clip=1.0, loss=loss)
+
+
+def test_fp16_overflow_is_skipped_counted_and_the_scaler_recovers(tmp_path):
+    """An active grad scaler (its logic is device-independent: a CPU GradScaler) meets an inf gradient:
+    no crash, the weights stay, the scale halves, the overflow is counted, and the next steps train."""
+    run = Run(_cfg(tmp_path, max_bad_steps=1), "toy", _args())
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, enabled=True)
+    before = model.weight.detach().clone()
+    result = _scaled_step(run, model, opt, scaler, 1, poison=True)
+    assert (result.accepted, result.overflow) == (False, True)
+    assert torch.equal(model.weight, before) and scaler.get_scale() == 2.0**15
+    assert (run.overflow_steps, run.bad_steps) == (1, 0)  # max_bad_steps=1 would have stopped a bad step
+    for step in (2, 3):  # unscale_ after the skipped step must not raise ("unscale_() has already been called")
+        assert _scaled_step(run, model, opt, scaler, step).accepted
+    assert not torch.equal(model.weight, before)
+    records = [json.loads(line) for line in (tmp_path / "toy" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["overflow_steps"] for r in records if r["split"] == "bad"] == [1]
+    run.close()
+
+
+def test_inf_gradient_without_a_scaler_is_a_bad_step(tmp_path):
+    run = Run(_cfg(tmp_path, max_bad_steps=2), "toy", _args())
+    model = nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)  # bf16 / fp32: an inactive scaler
+    before = model.weight.detach().clone()
+    assert not _scaled_step(run, model, opt, scaler, 1, poison=True).accepted
+    assert torch.equal(model.weight, before) and (run.bad_steps, run.overflow_steps) == (1, 0)
+    assert _scaled_step(run, model, opt, scaler, 2).accepted  # a good step resets the count in a row
+    assert not _scaled_step(run, model, opt, scaler, 3, poison=True).accepted
+    with pytest.raises(TrainingError, match="2 non-finite steps in a row"):
+        _scaled_step(run, model, opt, scaler, 4, poison=True)
+    run.close()
+
+
+def test_stop_requested_is_a_plain_read_until_the_step_boundary(tmp_path):
+    import signal
+
+    run = Run(_cfg(tmp_path), "toy", _args())
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        run._install_signal_handlers()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert not run.stop_requested  # read twice mid-step: unchanged until the step ends
+        assert not run.stop_requested
+        assert run.step_done() and run.stop_requested
+        assert run.finish(5) == 130 and run.read_stats()["ended"] == {
+            "reason": "signal", "step": 5, "bad_steps": 0, "overflow_steps": 0}
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -182,6 +182,7 @@ def test_generation_one_pass_predicted_length_in_range_and_seedable():
     assert torch.equal(alone[0, :n], greedy[2, :n])  # a batched item decodes as it would alone
 
 
+@pytest.mark.timeout(420)  # 34-87 s measured on 2 cores under a load of 5-8
 def test_trm_learns_text_dependent_codes():
     """The code of frame t is the text token at the same fraction of the utterance (text lengths vary):
     only reachable through the text cross-attention and the alignment the positions give."""

@@ -3,9 +3,10 @@
 from muomni.data.cache import MelCache, mel_cache
 from muomni.data.check import check_audio, check_items, check_report
 from muomni.data.corpus import Item, read_corpus
-from muomni.data.split import Corpus, load_corpus, split_heldout
+from muomni.data.split import Corpus, corpus_fingerprint, load_corpus, split_heldout
 
 __all__ = [
-    "Corpus", "Item", "MelCache", "check_audio", "check_items", "check_report", "load_corpus", "mel_cache",
+    "Corpus", "Item", "MelCache", "check_audio", "check_items", "check_report", "corpus_fingerprint", "load_corpus",
+    "mel_cache",
     "read_corpus", "split_heldout",
 ]

@@ -38,6 +38,15 @@ def split_heldout(items: list[Item], heldout: float, seed: int = 0) -> tuple[lis
     return [it for i, it in enumerate(items) if i not in held], [it for i, it in enumerate(items) if i in held]
 
 
+def corpus_fingerprint(path: str | Path, fmt: str = "auto") -> str:
+    """sha256 of a corpus's item list (id, speaker, text, duration, problem of every item, in file order),
+    without decoding audio: a run records it, so that a rerun can tell whether the corpus changed."""
+    h = hashlib.sha256()
+    for it in read_corpus(path, fmt):
+        h.update(f"{it.id}|{it.speaker}|{it.text}|{it.duration:.4f}|{it.problem}\n".encode())
+    return h.hexdigest()
+
+
 def load_corpus(data_cfg: Any) -> Corpus:
     """Read, check, filter speakers and split the corpus that ``data_cfg`` names (a DataConfig).
 

@@ -73,7 +73,7 @@ class CodecOutput:
     mel: torch.Tensor  # (B, 5*T_frames, 128) reconstruction, log-mel scale
     codes: torch.Tensor  # (B, T_frames, n_q) int64
     losses: dict[str, torch.Tensor]  # "recon" (MSE, standardised scale), "commit"
-    replaced: int = 0  # dead codes replaced in this call (training only)
+    replaced: torch.Tensor | int = 0  # dead codes replaced in this call (training only; a 0-d tensor)
 
 
 class ResBlock(nn.Module):

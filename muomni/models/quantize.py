@@ -98,12 +98,20 @@ class QuantizedResult:
     quantized: torch.Tensor  # (B, T, D)
     codes: torch.Tensor  # (B, T) for one codebook, (B, T, n_q) for the residual stack; int64
     commit_loss: torch.Tensor  # scalar
-    replaced: int = 0  # dead codes replaced during this call (training only)
+    replaced: torch.Tensor | int = 0  # dead codes replaced during this call (training only; a 0-d tensor)
     extra: dict = field(default_factory=dict)
 
 
 class EuclideanCodebook(nn.Module):
-    """K codes of dimension D, nearest-neighbour lookup, EMA updates, k-means init and dead-code replacement."""
+    """K codes of dimension D, nearest-neighbour lookup, EMA updates, k-means init and dead-code replacement.
+
+    A training forward computes the codebook's next statistics (k-means init, EMA step, dead-code
+    replacement) without a host synchronisation and keeps them *pending*; :meth:`commit_` writes them
+    into the buffers, :meth:`discard_` drops them. By default a forward commits at once; with
+    ``defer = True`` (the training loop's setting) the loop commits only after the optimizer step is
+    accepted, so a skipped step (NaN latents, an fp16 overflow) leaves every buffer as it was. Several
+    forwards before a commit (gradient accumulation) chain their updates.
+    """
 
     def __init__(self, dim: int, size: int, decay: float, kmeans_iters: int, dead_threshold: float,
                  eps: float = 1e-5):
@@ -114,65 +122,124 @@ class EuclideanCodebook(nn.Module):
         self.register_buffer("embed", torch.randn(size, dim))  # (K, D)
         self.register_buffer("embed_avg", self.embed.clone())  # EMA of the sum of assigned latents (K, D)
         self.register_buffer("cluster_size", torch.zeros(size))  # EMA of the assignment counts (K,)
+        self.defer = False
+        self._pending: dict[str, torch.Tensor] | None = None  # embed, embed_avg, cluster_size, replaced
+        self._initted_seen = False  # Python copy of `initted` once true: no host sync per forward
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._pending, self._initted_seen = None, False
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def is_initted(self) -> bool:
+        """Whether k-means has set the codes; reads the buffer (a host sync) only until it is true."""
+        if not self._initted_seen:
+            self._initted_seen = bool(self.initted)
+        return self._initted_seen
 
     @torch.no_grad()
     def init_(self, x: torch.Tensor) -> None:
         """k-means on the first batch of latents x (N, D) sets codes, sums and sizes (under DDP: the
         global batch, the same on every rank)."""
-        centroids, counts = kmeans(x, self.size, self.kmeans_iters)
-        self.embed.copy_(centroids)
-        self.embed_avg.copy_(centroids * counts.clamp(min=1)[:, None])
-        self.cluster_size.copy_(counts)
-        self.initted.fill_(True)
+        self._pending = self._kmeans_state(x)
+        self.commit_()
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, D) -> nearest code index (N,) int64."""
-        dist_sq = x.pow(2).sum(1, keepdim=True) - 2 * x @ self.embed.t() + self.embed.pow(2).sum(1)[None]
+    def _kmeans_state(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        centroids, counts = kmeans(x, self.size, self.kmeans_iters)
+        return {"embed": centroids, "embed_avg": centroids * counts.clamp(min=1)[:, None], "cluster_size": counts,
+                "replaced": torch.zeros((), dtype=torch.long, device=x.device)}
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        """The statistics the next update starts from: the pending ones, else the buffers."""
+        if self._pending is not None:
+            return self._pending
+        return {"embed": self.embed, "embed_avg": self.embed_avg, "cluster_size": self.cluster_size,
+                "replaced": torch.zeros((), dtype=torch.long, device=self.embed.device)}
+
+    @torch.no_grad()
+    def commit_(self) -> None:
+        """Write the pending statistics into the buffers (no-op when none are pending)."""
+        if self._pending is None:
+            return
+        for name in ("embed", "embed_avg", "cluster_size"):
+            getattr(self, name).copy_(self._pending[name])
+        self.initted.fill_(True)
+        self._initted_seen = True
+        self._pending = None
+
+    def discard_(self) -> None:
+        """Drop the pending statistics: the buffers stay as they were before the forward."""
+        self._pending = None
+
+    def encode(self, x: torch.Tensor, embed: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, D) -> nearest code index (N,) int64 (in ``embed`` (K, D), by default the codebook)."""
+        embed = self.embed if embed is None else embed
+        dist_sq = x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed.pow(2).sum(1)[None]
         return dist_sq.argmin(dim=1)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.embed)
 
     @torch.no_grad()
+    def step_(self, x: torch.Tensor, everyone: Callable[[], torch.Tensor] | None = None) -> tuple[
+            torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One training forward's codebook work on latents x (N, D): k-means init on the first call,
+        encode, EMA step and dead-code replacement, kept pending (committed now unless ``defer``).
+
+        Returns (codes (N,) in the codebook before this step's update, the updated codebook (K, D), the
+        number of codes this call replaced (0-d tensor: read it only when logging)).
+        Under DDP x is this rank's share; ``everyone()`` gives the global batch's latents.
+        """
+        everyone = everyone or (lambda: x)
+        if self._pending is None and not self.is_initted():
+            self._pending = self._kmeans_state(everyone())
+        state = self._state()
+        codes = self.encode(x, state["embed"])
+        self._pending = self._ema_state(state, x, codes, everyone)
+        embed, replaced = self._pending["embed"], self._pending["replaced"] - state["replaced"]
+        if not self.defer:
+            self.commit_()
+        return codes, embed, replaced
+
+    def _ema_state(self, state: dict[str, torch.Tensor], x: torch.Tensor, codes: torch.Tensor,
+                   everyone: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The EMA step on latents x (N, D) with their codes (N,), then dead-code replacement, as new
+        tensors (the buffers are not touched). Counts and sums are summed over ranks."""
+        onehot_sum = _all_reduce(torch.bincount(codes, minlength=self.size).float())  # (K,)
+        embed_sum = _all_reduce(torch.zeros_like(state["embed"]).index_add_(0, codes, x))  # (K, D)
+        cluster_size = state["cluster_size"].lerp(onehot_sum, 1 - self.decay)
+        embed_avg = state["embed_avg"].lerp(embed_sum, 1 - self.decay)
+        # Laplace smoothing keeps rare codes from dividing by ~0 (VQ-VAE-2 / Sonnet implementation).
+        n = cluster_size.sum()
+        size = (cluster_size + self.eps) / (n + self.size * self.eps) * n
+        embed = embed_avg / size[:, None]
+        replaced = state["replaced"]
+        if self.dead_threshold > 0:
+            # Codes whose EMA usage fell under dead_threshold x the uniform usage restart at random recent
+            # latents (SoundStream, EnCodec), with the uniform usage as their fresh EMA count. Candidates
+            # are drawn every step and only dead rows take them: no host sync to ask whether any died.
+            # Relative to the uniform rate, the threshold means the same for any batch and codebook size.
+            uniform = cluster_size.sum() / self.size
+            dead = cluster_size < self.dead_threshold * uniform  # (K,); the same on every rank
+            fresh = _broadcast(_sample(everyone(), self.size))  # (K, D)
+            embed = torch.where(dead[:, None], fresh, embed)
+            embed_avg = torch.where(dead[:, None], fresh * uniform, embed_avg)
+            cluster_size = torch.where(dead, uniform, cluster_size)
+            replaced = replaced + dead.sum()
+        return {"embed": embed, "embed_avg": embed_avg, "cluster_size": cluster_size, "replaced": replaced}
+
+    @torch.no_grad()
     def update_(self, x: torch.Tensor, codes: torch.Tensor,
                 everyone: Callable[[], torch.Tensor] | None = None) -> int:
-        """EMA step on latents x (N, D) with their codes (N,); then replace dead codes. Returns how many.
-
-        Under DDP x is this rank's share: counts and sums are summed over ranks, and ``everyone()``
-        gives the global batch's latents (the same on every rank) to draw replacements from; it is
-        called only when a code is dead.
-        """
-        onehot_sum = _all_reduce(torch.bincount(codes, minlength=self.size).float())  # (K,)
-        embed_sum = _all_reduce(torch.zeros_like(self.embed).index_add_(0, codes, x))  # (K, D)
-        self.cluster_size.lerp_(onehot_sum, 1 - self.decay)
-        self.embed_avg.lerp_(embed_sum, 1 - self.decay)
-        # Laplace smoothing keeps rare codes from dividing by ~0 (VQ-VAE-2 / Sonnet implementation).
-        n = self.cluster_size.sum()
-        size = (self.cluster_size + self.eps) / (n + self.size * self.eps) * n
-        self.embed.copy_(self.embed_avg / size[:, None])
-        if not bool(self.dead().any()):  # the same answer on every rank: the statistics are shared
-            return 0
-        return self.replace_dead_(everyone() if everyone is not None else x)
+        """EMA step on latents x (N, D) with their codes (N,) and dead-code replacement, applied to the
+        buffers now. Returns how many codes were replaced."""
+        self._pending = self._ema_state(self._state(), x, codes, everyone or (lambda: x))
+        replaced = int(self._pending["replaced"])
+        self.commit_()
+        return replaced
 
     def dead(self) -> torch.Tensor:
         """(K,) bool: codes whose EMA usage fell under ``dead_threshold`` x the uniform usage."""
         return self.cluster_size < self.dead_threshold * self.cluster_size.sum() / self.size
-
-    @torch.no_grad()
-    def replace_dead_(self, x: torch.Tensor) -> int:
-        """Codes whose EMA usage fell under ``dead_threshold`` x the uniform usage restart at random recent
-        latents (SoundStream, EnCodec), with the uniform usage as their fresh EMA count. Relative to the
-        uniform rate, the threshold means the same for any batch size and codebook size."""
-        uniform = self.cluster_size.sum() / self.size
-        dead = self.dead()  # (K,)
-        n_dead = int(dead.sum())
-        if n_dead == 0:
-            return 0
-        fresh = _broadcast(_sample(x, self.size))  # (K, D)
-        self.embed[dead] = fresh[dead]
-        self.embed_avg[dead] = fresh[dead] * uniform
-        self.cluster_size[dead] = uniform
-        return n_dead
 
 
 class VectorQuantizer(nn.Module):
@@ -209,11 +276,13 @@ class VectorQuantizer(nn.Module):
             def everyone() -> torch.Tensor:  # latents of the global batch (B*T over all ranks, Dc)
                 return _gather_batch(z.detach()).reshape(-1, z.shape[-1])
 
-            if self.training and not bool(self.codebook.initted):
-                self.codebook.init_(everyone())
-            codes = self.codebook.encode(flat)  # (B*T,)
-            replaced = self.codebook.update_(flat, codes, everyone) if self.training else 0
-            q = self.codebook.decode(codes).view_as(z)
+            if self.training:  # codes from the codebook before this step, decoded by the updated one
+                codes, embed, replaced = self.codebook.step_(flat, everyone)  # (B*T,), (K, Dc), ()
+                q = F.embedding(codes, embed).view_as(z)
+            else:
+                codes = self.codebook.encode(flat)
+                q = self.codebook.decode(codes).view_as(z)
+                replaced = 0
             commit = F.mse_loss(z, q.detach())  # VQ-VAE commitment term; the codebook itself learns by EMA
             if self.training:  # straight-through estimator; skipped in eval so forward == decode(encode) exactly
                 q = z + (q - z).detach()
@@ -239,6 +308,20 @@ class ResidualVQ(nn.Module):
             losses.append(res.commit_loss)
             replaced += res.replaced
         return QuantizedResult(quantized, torch.stack(codes, -1), torch.stack(losses).mean(), replaced)
+
+    def defer_updates(self, on: bool = True) -> None:
+        """Keep each training forward's codebook updates pending until commit_updates() (see
+        EuclideanCodebook): the training loop commits only accepted steps."""
+        for layer in self.layers:
+            layer.codebook.defer = on
+
+    def commit_updates(self) -> None:
+        for layer in self.layers:
+            layer.codebook.commit_()
+
+    def discard_updates(self) -> None:
+        for layer in self.layers:
+            layer.codebook.discard_()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, dim) -> codes (B, T, n_q) int64."""
