@@ -53,3 +53,36 @@ def test_listening_page_links_only_existing_files(tmp_path):
     subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
                     f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000  # something was painted
+
+
+def test_demo_report_prints_every_recogniser_and_writes_the_page(tmp_path, capsys):
+    """The demo's closing table has a column per recogniser and a row per system; its page links every wav."""
+    import argparse
+    import json
+
+    from muomni.demo import Demo
+
+    if shutil.which("flite") is None:
+        pytest.fail("flite is needed: sudo apt-get install flite")
+    text = "The farmer carried the long road in the rain."
+    subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(tmp_path / "a.wav")], check=True)
+    wav = load_audio(tmp_path / "a.wav")
+    utts, out = [Utterance("slt_0001", "slt", text)], tmp_path / "demo"
+    asrs = [("whisper", ""), ("pocketsphinx", "")]
+    tts = score_systems(utts, {"ground_truth": [wav], "tts_hifigan": [wav], "tts_griffinlim": [0.5 * wav]}, asrs, out)
+    codec = score_systems(utts, {"original": [wav], "codec": [0.5 * wav]}, asrs, out)
+    (out / "tts.json").write_text(json.dumps({"kind": "tts", "utterances": 1, "rtf": 0.5, "duration_ratio": 1.0,
+                                              **tts}))
+    (out / "codec.json").write_text(json.dumps({"kind": "codec", **codec}))
+    Demo(argparse.Namespace(out=str(out))).report()
+    printed = capsys.readouterr().out
+    assert "| audio | whisper:tiny.en | pocketsphinx |" in printed
+    for row in ("ground truth", "Griffin-Lim on original mels", "codec round trip", "Talker + HiFi-GAN",
+                "Talker + Griffin-Lim"):
+        assert row in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["wer"]["ground truth (flite audio)"]["pocketsphinx"] == tts["wer_by_asr"]["pocketsphinx"][
+        "ground_truth"]
+    dom = (out / "index.html").read_text()
+    srcs = re.findall(r"<audio[^>]*\ssrc='([^']+)'", dom)
+    assert len(srcs) == 5 and all((out / unquote(s)).is_file() for s in srcs)
