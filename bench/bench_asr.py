@@ -5,7 +5,8 @@ the flite ground truth and Griffin-Lim on its original mels go through Whisper (
 and pocketsphinx in the same run: word error pooled and per voice, each recogniser's cost in seconds
 per second of audio, and what an evaluation of 40 such sentences costs with Whisper. Also the price
 of pocketsphinx's independence between utterances: a fresh decoder per utterance against resetting
-the loaded decoder's cepstral mean.
+the loaded decoder's cepstral mean. Every transcript, the wavs and a listening page go to
+outputs/bench_asr/.
 
     python bench/bench_asr.py
 """
@@ -33,6 +34,7 @@ def run() -> list[dict]:
     from muomni.asr import PocketsphinxASR
     from muomni.audio import SAMPLE_RATE, load_audio, log_mel
     from muomni.data import load_corpus
+    from muomni.listening import write_listening_page
     from muomni.scoring import Utterance, score_systems
     from muomni.synthesis import vocode
 
@@ -46,7 +48,10 @@ def run() -> list[dict]:
     utts = [Utterance(it.id, it.speaker, it.text) for it in items]
     truth = [load_audio(it.path) for it in items]
     gl = [vocode(log_mel(w)[0], None, n_iter=32)[: len(w)].numpy() for w in truth]
-    scores = score_systems(utts, {"ground_truth": truth, "griffinlim": gl}, ASRS)
+    out = ROOT / "outputs" / "bench_asr"  # every transcript, the wavs and a listening page, for a look afterwards
+    scores = score_systems(utts, {"ground_truth": truth, "griffinlim": gl}, ASRS, out)
+    (out / "report.json").write_text(json.dumps({"kind": "asr bench", **scores}, indent=2) + "\n")
+    write_listening_page(out / "index.html", [{"kind": "asr bench", **scores}], "muomni: Whisper vs pocketsphinx")
     whisper, sphinx = scores["asr"]["recognisers"]
     seconds = sum(len(w) for w in truth) / SAMPLE_RATE
     rows = []
