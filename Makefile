@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,eval,export
 STAMP := $(VENV)/.installed-$(EXTRAS)
-SYSTEM_PACKAGES := flite espeak-ng
+SYSTEM_PACKAGES := flite espeak-ng chromium
 RUFF_PATHS := muomni tests bench *.py
 
 .PHONY: demo test lint bench install system-deps clean-demo
@@ -35,15 +35,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-# The demo corpus is synthesized with flite; phoneme input uses espeak-ng (Debian packages).
+# The demo corpus is synthesized with flite; phoneme input uses espeak-ng; the listening page's test renders
+# it in headless chromium (Debian packages, each named like its command).
 system-deps:
-	@missing=""; for p in flite espeak-ng; do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=""; [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"; \
 		( $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing ) >/dev/null 2>&1 || { \
 			echo "error: could not install the Debian package(s)$$missing."; \
-			echo "       muomni needs 'flite' (the demo corpus synthesizer) and 'espeak-ng' (phoneme input)."; \
+			echo "       muomni needs 'flite' (the demo corpus synthesizer), 'espeak-ng' (phoneme input) and"; \
+			echo "       'chromium' (renders the listening page in its test)."; \
 			echo "       Install them with: sudo apt-get install$$missing"; exit 1; }; \
 	fi
 

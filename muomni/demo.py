@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import read_json_with_base
+from .listening import write_listening_page
 from .training import step_checkpoints, write_json
 
 PY = sys.executable
@@ -173,48 +174,64 @@ class Demo:
         talker = self.train("talker", "train_talker.py", CONFIGS / "talker.json",
                             {**corpus, "codec": codec_id(CONFIGS / "codec.json")})
         vocoder = self.train("vocoder", "train_vocoder.py", CONFIGS / "vocoder.json", corpus)
+        # every evaluation writes its wavs under --out-dir, for the listening page report() writes
+        asr = ["--asr", a.asr, *(["--asr-model", a.asr_model] if a.asr_model else []), "--out-dir", str(self.out)]
         self.stage("evaluate vocoder", [PY, "-m", "muomni.evaluate", "vocoder", "--vocoder", str(vocoder),
                                         "--data", str(data), "--json", str(self.out / "vocoder.json"),
-                                        "--limit", str(a.vocoder_sentences)])
-        use_hifigan = self.choose_vocoder()
+                                        "--limit", str(a.vocoder_sentences), *asr])
+        self.choose_vocoder()
         self.stage("synthesize", [PY, "-m", "muomni.evaluate", "tts", "--talker", str(talker), "--data", str(data),
-                                  *(["--vocoder", str(vocoder)] if use_hifigan else []),
-                                  "--out-dir", str(self.out), "--json", str(self.out / "tts.json"),
-                                  "--limit", str(a.sentences)])
+                                  "--vocoder", str(vocoder), "--json", str(self.out / "tts.json"),
+                                  "--limit", str(a.sentences), *asr])
         self.stage("evaluate codec", [PY, "-m", "muomni.evaluate", "codec", "--codec", str(codec), "--data",
-                                      str(data), "--json", str(self.out / "codec.json"), "--limit", str(a.sentences)])
+                                      str(data), "--json", str(self.out / "codec.json"), "--limit", str(a.sentences),
+                                      *asr])
         self.stage("pictures", [PY, "-m", "muomni", "plot", str(run_dir(CONFIGS / "talker.json")),
                                 "--out", str(self.out / "plots")])
         self.report()
 
     def choose_vocoder(self) -> bool:
-        """HiFi-GAN only if the short demo training made it at least as intelligible as Griffin-Lim."""
+        """Whether the short demo training made HiFi-GAN at least as intelligible as Griffin-Lim; the TTS
+        stage scores both on the same mels either way."""
         scores = json.loads((self.out / "vocoder.json").read_text())
         hifigan, griffinlim = scores["hifigan"]["wer"], scores["griffinlim"]["wer"]
         use = hifigan <= griffinlim
-        print(f"demo: held-out word error HiFi-GAN {hifigan:.3f} vs Griffin-Lim {griffinlim:.3f}: synthesizing "
-              f"with {'HiFi-GAN' if use else 'Griffin-Lim (the short demo vocoder is not yet better)'}")
+        print(f"demo: held-out word error ({scores.get('asr_headline', 'asr')}) HiFi-GAN {hifigan:.3f} vs "
+              f"Griffin-Lim {griffinlim:.3f}: {'HiFi-GAN' if use else 'Griffin-Lim'} is the more intelligible; "
+              "TTS is synthesized and scored with both")
         return use
 
     def report(self) -> None:
-        tts = json.loads((self.out / "tts.json").read_text())
-        codec = json.loads((self.out / "codec.json").read_text())
-        rows = [
-            ("ground truth (flite audio)", tts.get("wer_ground_truth")),
-            ("Griffin-Lim on original mels", codec.get("wer_original")),
-            ("codec round trip (Griffin-Lim)", codec.get("wer_codec")),
-            (f"TTS: Talker + {tts.get('vocoder', 'vocoder')}", tts.get("wer")),
+        """The word-error table (a column per recogniser, the headline one first), the stage times, and the
+        listening page beside the wavs."""
+        reports = {name: json.loads((self.out / f"{name}.json").read_text()) for name in ("tts", "codec", "vocoder")
+                   if (self.out / f"{name}.json").is_file()}
+        tts, codec = reports.get("tts", {}), reports.get("codec", {})
+        labels = tts.get("asr", {}).get("recognisers") or codec.get("asr", {}).get("recognisers") or ["asr"]
+        rows = [  # (row name, report, system)
+            ("ground truth (flite audio)", tts, "ground_truth"),
+            ("Griffin-Lim on original mels", codec, "original"),
+            ("codec round trip (Griffin-Lim)", codec, "codec"),
+            ("TTS: Talker + HiFi-GAN", tts, "tts_hifigan"),
+            ("TTS: Talker + Griffin-Lim", tts, "tts_griffinlim"),
         ]
-        lines = ["", "=== muomni demo: held-out sentences", "| audio | word error |", "|---|---|"]
-        lines += [f"| {name} | {value:.3f} |" if isinstance(value, float) else f"| {name} | n/a |"
-                  for name, value in rows]
-        lines += ["", f"TTS real-time factor: {tts.get('rtf', float('nan')):.3f}  "
+
+        table = {name: {label: r.get("wer_by_asr", {}).get(label, {}).get(system) for label in labels}
+                 for name, r, system in rows}  # None where a report or system is missing
+        flagged = sum(len(r.get("hallucinations", [])) for r in reports.values())
+        lines = ["", f"=== muomni demo: held-out sentences, word error ({tts.get('utterances', '?')} sentences)",
+                 "| audio | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+        lines += [f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in cells.values()) + " |"
+                  for name, cells in table.items()]
+        lines += ["", f"Suspected recogniser hallucinations (listed in the JSON reports): {flagged}",
+                  f"TTS real-time factor: {tts.get('rtf', float('nan')):.3f}  "
                   f"(duration ratio to ground truth {tts.get('duration_ratio', float('nan')):.2f})",
-                  "", *self.stage_table(), "",
-                  f"Listen: {self.out}/*.wav (a mel picture beside each); loss curves in {self.out}/plots/"]
+                  "", *self.stage_table(), ""]
+        page = write_listening_page(self.out / "index.html", list(reports.values()), "muomni demo: held-out sentences")
+        lines += [f"Listen: open {page} in a browser (every system side by side); loss curves in {self.out}/plots/"]
         text = "\n".join(lines)
         print(text)
-        write_json(self.out / "summary.json", {"wer": dict(rows), "tts": tts, "codec": codec,
+        write_json(self.out / "summary.json", {"asr": labels, "wer": table, "tts": tts, "codec": codec,
                                                "stage_seconds": self.times,
                                                "stage_budget_seconds": {k: 60 * v for k, v in
                                                                         STAGE_BUDGET_MINUTES.items()}})
@@ -230,7 +247,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sentences", type=int, default=40, help="held-out sentences synthesized and scored")
     parser.add_argument("--vocoder-sentences", type=int, default=10, help="held-out utterances to compare vocoders")
-    Demo(parser.parse_args(argv)).run()
+    parser.add_argument("--asr", default="",
+                        help="recognisers for word error, comma-separated, the first headlines (default: "
+                             "whisper,pocketsphinx where faster-whisper is installed, else pocketsphinx)")
+    parser.add_argument("--asr-model", default="",
+                        help="faster-whisper model name or folder (default: the bundled tiny.en)")
+    args = parser.parse_args(argv)
+    if not args.asr:
+        from .asr import whisper_available
+
+        args.asr = "whisper,pocketsphinx" if whisper_available() else "pocketsphinx"
+    Demo(args).run()
 
 
 if __name__ == "__main__":

@@ -1,106 +1,33 @@
 """Objective metrics and the evaluation CLI: ``python -m muomni.evaluate {codec,vocoder,tts} ...``.
 
-- ``word_error_rate``: corpus-level Levenshtein word edits / reference words, on normalised words.
-- ``transcribe``: pocketsphinx 5 (CMU Sphinx, offline, no downloads) on 16 kHz mono audio. It is a weak
-  recogniser, so word error rates are only compared with the error on the original mels through the
-  same vocoder, never read as absolute quality.
-
-Each subcommand prints a table and writes a JSON report.
+Word error comes from the recognisers of ``muomni.asr`` (``--asr whisper,pocketsphinx``: Whisper by
+default where installed; the first named headlines, the others are scored beside it on the same
+audio), normalised and counted by ``muomni.wer``. Every subcommand prints a table naming its
+recogniser(s) and writes a JSON report with a per-utterance section (``muomni.scoring``); with
+``--out-dir`` it also writes every system's wavs, a mel picture of each, and a listening page
+``index.html`` beside them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from muomni.asr import add_asr_arguments, load_asr, parse_asr
 from muomni.audio import SAMPLE_RATE
-
-_DECODER = None
-
-
-def _words(text: str) -> list[str]:
-    """Lowercase, punctuation stripped (apostrophes kept), split on whitespace."""
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower().replace("-", " ")).split()
+from muomni.listening import write_listening_page
+from muomni.scoring import Utterance, print_word_errors, score_systems
+from muomni.wer import speaker_rows, word_error_by_speaker, word_error_rate  # noqa: F401 (re-exported)
 
 
-def word_error_rate(refs: list[str], hyps: list[str]) -> float:
-    """Total word edits (substitutions + deletions + insertions) / total reference words."""
-    if len(refs) != len(hyps):
-        raise ValueError(f"word_error_rate: {len(refs)} references but {len(hyps)} hypotheses")
-    edits = words = 0
-    for ref, hyp in zip(refs, hyps):
-        r, h = _words(ref), _words(hyp)
-        row = list(range(len(h) + 1))  # one-row Levenshtein distance
-        for i, rw in enumerate(r, 1):
-            prev, row[0] = row[0], i
-            for j, hw in enumerate(h, 1):
-                prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (rw != hw))
-        edits += row[-1]
-        words += len(r)
-    return edits / max(words, 1)
-
-
-def word_error_by_speaker(speakers: list[str], refs: list[str], hyps: dict[str, list[str]]) -> dict[str, dict]:
-    """Word error of each speaker's utterances, for every named list of hypotheses:
-    ``{speaker: {"utterances": n, "words": reference words, name: wer, ...}}``, speakers sorted. A pooled
-    figure over a multi-speaker corpus can hide one voice that a model serves much worse than the others."""
-    if len(speakers) != len(refs):
-        raise ValueError(f"word_error_by_speaker: {len(speakers)} speakers for {len(refs)} references")
-    for name, hyp in hyps.items():
-        if len(hyp) != len(refs):
-            raise ValueError(f"word_error_by_speaker: '{name}' has {len(hyp)} hypotheses for {len(refs)} references")
-    out = {}
-    for speaker in sorted(set(speakers)):
-        idx = [i for i, s in enumerate(speakers) if s == speaker]
-        out[speaker] = {"utterances": len(idx), "words": sum(len(_words(refs[i])) for i in idx)}
-        for name, hyp in hyps.items():
-            out[speaker][name] = word_error_rate([refs[i] for i in idx], [hyp[i] for i in idx])
-    return out
-
-
-def speaker_rows(by_speaker: dict[str, dict], names: list[str]) -> list[tuple[str, str]]:
-    """Table rows ``wer[speaker]  a / b  (names a / b, n utt)`` when a report has more than one speaker."""
-    if len(by_speaker) < 2:
-        return []
-    return [(f"wer[{s}]", " / ".join(f"{d[n]:.4f}" for n in names) + f"  ({' / '.join(names)}, "
-             f"{d['utterances']} utt)") for s, d in by_speaker.items()]
-
-
-def _decoder():
-    global _DECODER
-    if _DECODER is None:
-        try:
-            from pocketsphinx import Decoder
-        except ImportError:
-            raise ImportError("word error rates need pocketsphinx: pip install muomni[eval]") from None
-        _DECODER = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
-    return _DECODER
-
-
-def transcribe(wavs: list[np.ndarray], sample_rate: int = SAMPLE_RATE) -> list[str]:
-    """Transcripts of mono float waveforms (pocketsphinx's default US English model)."""
-    if sample_rate != SAMPLE_RATE:
-        import librosa
-
-        wavs = [librosa.resample(np.asarray(w, dtype=np.float32), orig_sr=sample_rate, target_sr=SAMPLE_RATE)
-                for w in wavs]
-    decoder, out = _decoder(), []
-    for wav in wavs:
-        if isinstance(wav, torch.Tensor):
-            wav = wav.detach().float().cpu().numpy()
-        pcm = (np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1, 1) * 32767).astype(np.int16)
-        decoder.start_utt()
-        decoder.process_raw(pcm.tobytes(), full_utt=True)
-        decoder.end_utt()
-        hyp = decoder.hyp()
-        out.append(hyp.hypstr if hyp is not None else "")
-    return out
+def transcribe(wavs: list[np.ndarray], sample_rate: int = SAMPLE_RATE, asr: str = "", model: str = "") -> list[str]:
+    """Transcripts of mono float waveforms with the recogniser ``asr`` (``muomni.asr.load_asr``)."""
+    return load_asr(asr, model).transcribe(wavs, sample_rate)
 
 
 def griffin_lim(mel: torch.Tensor | np.ndarray, n_iter: int = 32) -> np.ndarray:
@@ -153,7 +80,7 @@ def evaluate_codec(args: argparse.Namespace) -> dict:
     mels = mel_cache(corpus.heldout, mel_cache_dir(args.data), "heldout")  # shared with train_codec.py
     n = codec.cfg.frames_per_token
     se = se_raw = count = 0.0
-    codes_all, refs, speakers, wav_orig, wav_codec = [], [], [], [], []
+    codes_all, utts, wav_orig, wav_codec = [], [], [], []
     for i, item in enumerate(corpus.heldout):  # MSE and usage on every held-out item (cheap) ...
         mel = torch.from_numpy(mels.get(i))[None]  # (1, T, 128)
         if mel.shape[1] < n:
@@ -167,30 +94,29 @@ def evaluate_codec(args: argparse.Namespace) -> dict:
         se_raw += float((rec - mel).pow(2).sum())
         count += mel.numel()
         codes_all.append(codes[0])
-        if not args.limit or len(refs) < args.limit:  # ... word error on the first --limit (slow)
-            refs.append(item.text)
-            speakers.append(item.speaker)
+        if not args.limit or len(utts) < args.limit:  # ... word error on the first --limit (slow)
+            utts.append(Utterance(item.id, item.speaker, item.text))
             wav_orig.append(griffin_lim(mel[0]))
             wav_codec.append(griffin_lim(rec[0]))
-    if not refs:
+    if not utts:
         raise ValueError(f"{args.data}: no held-out utterance long enough to evaluate")
     usage, perplexity = codec.usage(torch.cat(codes_all))
-    hyps = {"original": transcribe(wav_orig), "codec": transcribe(wav_codec)}
-    wer_orig, wer_codec = word_error_rate(refs, hyps["original"]), word_error_rate(refs, hyps["codec"])
-    by_speaker = word_error_by_speaker(speakers, refs, hyps)
+    scores = score_systems(utts, {"original": wav_orig, "codec": wav_codec}, args.asrs, args.out_dir or None)
+    wer = scores["wer_by_asr"][scores["asr"]["headline"]]
     report = {
-        "codec": str(args.codec), "data": str(args.data), "utterances": len(codes_all), "wer_utterances": len(refs),
+        "codec": str(args.codec), "data": str(args.data), "utterances": len(codes_all), "wer_utterances": len(utts),
         "n_codebooks": codec.cfg.n_codebooks, "codebook_size": codec.cfg.codebook_size,
         "bitrate": codec.cfg.bitrate, "mse_std": se / count, "mse_raw": se_raw / count,
-        "usage": usage, "perplexity": perplexity, "wer_original": wer_orig, "wer_codec": wer_codec,
-        "wer_delta": wer_codec - wer_orig, "wer_by_speaker": by_speaker,
+        "usage": usage, "perplexity": perplexity, "asr_headline": scores["asr"]["headline"],
+        "wer_original": wer["original"], "wer_codec": wer["codec"], "wer_delta": wer["codec"] - wer["original"],
     }
-    rows = [(k, v) for k, v in report.items() if k not in ("usage", "perplexity", "wer_by_speaker")]
+    rows = [(k, v) for k, v in report.items() if k not in ("usage", "perplexity")]
     rows += [(f"usage[{q}]", u) for q, u in enumerate(usage)]
     rows += [(f"perplexity[{q}]", p) for q, p in enumerate(perplexity)]
-    rows += speaker_rows(by_speaker, ["original", "codec"])
-    print_table(rows, "codec evaluation (held-out split, Griffin-Lim on both sides)")
-    return report
+    print_table(rows, f"codec evaluation (held-out split, Griffin-Lim on both sides; word error by "
+                      f"{scores['asr']['headline']})")
+    print_word_errors(scores, "codec")
+    return {**report, **scores}
 
 
 def add_codec_parser(sub: argparse._SubParsersAction) -> None:
@@ -199,6 +125,8 @@ def add_codec_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="corpus folder; its held-out split is evaluated")
     p.add_argument("--limit", type=int, default=0,
                    help="word error on the first N held-out utterances only (MSE and usage use all)")
+    p.add_argument("--out-dir", default="", help="folder for every system's wavs, mel pictures and index.html")
+    add_asr_arguments(p)
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <codec dir>/eval_codec.json)")
     p.set_defaults(func=evaluate_codec, default_out=lambda a: beside(a.codec, "eval_codec.json"))
@@ -242,7 +170,7 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
     vocoders = {"hifigan": load_vocoder(args.vocoder), "griffinlim": None}
     corpus = load_corpus(DataConfig(path=args.data))
     items = corpus.heldout[: args.limit] if args.limit else corpus.heldout
-    refs, reals, seconds = [item.text for item in items], [], 0.0
+    reals, seconds = [], 0.0
     outs = {name: [] for name in vocoders}
     scores = {name: [] for name in vocoders}
     compute = dict.fromkeys(vocoders, 0.0)
@@ -259,26 +187,25 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
             scores[name].append(_vocoder_scores(wav, out))
     if not items:
         raise ValueError(f"{args.data}: no held-out utterance to evaluate")
-    hyps = {"ground_truth": transcribe(reals), **{name: transcribe(outs[name]) for name in vocoders}}
+    utts = [Utterance(item.id, item.speaker, item.text) for item in items]
+    asr = score_systems(utts, {"ground_truth": reals, **outs}, args.asrs, args.out_dir or None)
+    wer = asr["wer_by_asr"][asr["asr"]["headline"]]
     report = {"vocoder": str(args.vocoder), "data": str(args.data), "utterances": len(items),
-              "audio_seconds": seconds, "griffinlim_iterations": args.n_iter,
-              "wer_ground_truth": word_error_rate(refs, hyps["ground_truth"]),
-              "wer_by_speaker": word_error_by_speaker([item.speaker for item in items], refs, hyps)}
+              "audio_seconds": seconds, "griffinlim_iterations": args.n_iter, "asr_headline": asr["asr"]["headline"],
+              "wer_ground_truth": wer["ground_truth"]}
     for name in vocoders:
         keys = sorted({k for s in scores[name] for k in s})
         report[name] = {k: float(np.mean([s[k] for s in scores[name] if k in s])) for k in keys}
-        report[name]["wer"] = word_error_rate(refs, hyps[name])
+        report[name]["wer"] = wer[name]
         report[name]["rtf"] = compute[name] / seconds
     metrics = [k for k in report["hifigan"] if k in report["griffinlim"]]
     print(f"vocoder evaluation: {len(items)} held-out utterances ({seconds:.1f} s) of {args.data}, "
-          f"original mels; ground-truth word error {report['wer_ground_truth']:.4f}")
+          f"original mels; ground-truth word error {report['wer_ground_truth']:.4f} ({asr['asr']['headline']})")
     print(f"  {'metric':<8}  {'HiFi-GAN':>10}  {'Griffin-Lim':>11}")
     for k in metrics:
         print(f"  {k:<8}  {report['hifigan'][k]:>10.4f}  {report['griffinlim'][k]:>11.4f}")
-    rows = speaker_rows(report["wer_by_speaker"], ["hifigan", "griffinlim", "ground_truth"])
-    for key, text in rows:
-        print(f"  {key:<{max(len(k) for k, _ in rows)}}  {text}")
-    return report
+    print_word_errors(asr, "vocoder")
+    return {**report, **asr}
 
 
 def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:
@@ -287,6 +214,8 @@ def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="corpus folder; its held-out split is evaluated")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out utterances")
     p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--out-dir", default="", help="folder for every system's wavs, mel pictures and index.html")
+    add_asr_arguments(p)
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <vocoder dir>/eval_vocoder.json)")
     p.set_defaults(func=evaluate_vocoder, default_out=lambda a: beside(a.vocoder, "eval_vocoder.json"))
@@ -297,22 +226,27 @@ def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:
 
 def evaluate_tts(args: argparse.Namespace) -> dict:
     """Synthesize held-out texts with a Talker checkpoint (text -> codes -> mel -> vocoder or Griffin-Lim):
-    word error of the synthesized and of the original audio, duration ratio, real-time factor; wavs to --out-dir."""
+    word error of the synthesized and of the original audio, duration ratio, real-time factor. With a
+    vocoder, Griffin-Lim on the same mels is scored beside it. Wavs, mel pictures and index.html go to --out-dir."""
     import time
 
-    from muomni.audio import load_audio, mel_to_png, save_wav
+    from muomni.audio import load_audio
     from muomni.config import DataConfig
     from muomni.data import load_corpus
-    from muomni.synthesis import load_talker, load_vocoder, synthesize_with_mels
+    from muomni.synthesis import load_talker, load_vocoder, synthesize_with_mels, vocode
 
     bundle = load_talker(args.talker)
     vocoder = load_vocoder(args.vocoder) if args.vocoder else None
+    name = "tts_hifigan" if vocoder is not None else "tts_griffinlim"
     corpus = load_corpus(DataConfig(path=args.data))
     items = corpus.heldout[: args.limit] if args.limit else corpus.heldout
     if not items:
         raise ValueError(f"{args.data}: no held-out utterance to synthesize")
     out_dir = Path(args.out_dir) if args.out_dir else beside(args.talker, "eval_tts")
-    refs, speakers, wavs, reals, compute, seconds = [], [], [], [], 0.0, 0.0
+    systems: dict[str, list[np.ndarray]] = {"ground_truth": [], name: []}
+    if vocoder is not None:
+        systems["tts_griffinlim"] = []
+    compute = seconds = 0.0
     for start in range(0, len(items), args.batch):
         chunk = items[start:start + args.batch]
         speaker_ids = [bundle.speakers.index(it.speaker) if it.speaker in bundle.speakers else 0 for it in chunk]
@@ -321,29 +255,25 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
                                           mel_from=args.mel_from, temperature=args.temperature,
                                           top_k=args.top_k or None, seed=args.seed)
         compute += time.perf_counter() - t0
-        for it, wav, mel in zip(chunk, outs, mels):
-            real = load_audio(it.path)
-            refs.append(it.text)
-            speakers.append(it.speaker)
-            wavs.append(wav)
-            reals.append(real)
-            seconds += len(wav) / SAMPLE_RATE
-            save_wav(out_dir / f"{it.id}.wav", wav)
-            mel_to_png(out_dir / f"{it.id}.png", [mel.cpu()], [it.text[:80]])
-    hyps, hyps_real = transcribe(wavs), transcribe(reals)
-    by_speaker = word_error_by_speaker(speakers, refs, {"tts": hyps, "ground_truth": hyps_real})
+        systems[name] += outs
+        seconds += sum(len(w) for w in outs) / SAMPLE_RATE
+        if vocoder is not None:
+            systems["tts_griffinlim"] += [vocode(m, None, n_iter=args.n_iter).reshape(-1).cpu().numpy() for m in mels]
+        systems["ground_truth"] += [load_audio(it.path) for it in chunk]
+    utts = [Utterance(it.id, it.speaker, it.text) for it in items]
+    scores = score_systems(utts, systems, args.asrs, out_dir)
+    wer = scores["wer_by_asr"][scores["asr"]["headline"]]
     report = {
         "talker": str(args.talker), "step": bundle.step, "vocoder": "hifigan" if vocoder is not None else "griffinlim",
         "data": str(args.data), "utterances": len(items), "temperature": args.temperature, "mel_from": args.mel_from,
-        "wer": word_error_rate(refs, hyps), "wer_ground_truth": word_error_rate(refs, hyps_real),
-        "wer_by_speaker": by_speaker,
-        "duration_ratio": sum(len(w) for w in wavs) / max(sum(len(r) for r in reals), 1),
+        "asr_headline": scores["asr"]["headline"], "wer": wer[name], "wer_ground_truth": wer["ground_truth"],
+        **({"wer_griffinlim": wer["tts_griffinlim"]} if vocoder is not None else {}),
+        "duration_ratio": sum(len(w) for w in systems[name]) / max(sum(len(r) for r in systems["ground_truth"]), 1),
         "rtf": compute / max(seconds, 1e-9), "audio_seconds": seconds, "out_dir": str(out_dir),
-        "transcripts": [{"ref": r, "hyp": h} for r, h in zip(refs, hyps)],
     }
-    rows = [(k, v) for k, v in report.items() if k not in ("transcripts", "wer_by_speaker")]
-    print_table(rows + speaker_rows(by_speaker, ["tts", "ground_truth"]), "tts evaluation (held-out texts)")
-    return report
+    print_table(list(report.items()), f"tts evaluation (held-out texts; word error by {scores['asr']['headline']})")
+    print_word_errors(scores, "tts")
+    return {**report, **scores}
 
 
 def add_tts_parser(sub: argparse._SubParsersAction) -> None:
@@ -351,7 +281,9 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--talker", required=True, help="Talker checkpoint (train_talker.py); carries its codec")
     p.add_argument("--data", required=True, help="corpus folder; its held-out texts are synthesized")
     p.add_argument("--vocoder", default="", help="vocoder checkpoint (default: Griffin-Lim)")
-    p.add_argument("--out-dir", default="", help="folder for the wavs (default: <talker dir>/eval_tts)")
+    p.add_argument("--out-dir", default="",
+                   help="folder for the wavs, mel pictures and index.html (default: <talker dir>/eval_tts)")
+    add_asr_arguments(p)
     p.add_argument("--limit", type=int, default=0, help="synthesize only the first N held-out texts")
     p.add_argument("--batch", type=int, default=8, help="texts generated together")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -377,11 +309,19 @@ def main(argv: list[str] | None = None) -> dict:
     for add in PARSERS:
         add(sub)
     args = parser.parse_args(argv)
-    report = args.func(args)
+    try:
+        args.asrs = parse_asr(args.asr, args.asr_model)
+    except ValueError as err:
+        parser.error(str(err))
+    report = {"kind": args.command, **args.func(args)}
     out = Path(args.out) if args.out else Path(args.default_out(args))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
+    page_dir = report.get("out_dir") or args.out_dir
+    if page_dir:
+        page = write_listening_page(Path(page_dir) / "index.html", [report], f"muomni {args.command} evaluation")
+        print(f"listening page: {page}")
     return report
 
 

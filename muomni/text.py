@@ -97,11 +97,12 @@ def _number(s: str) -> str:
 
 
 def _cardinal(s: str) -> str:
-    s = s.replace(",", "")
+    grouped, s = "," in s, s.replace(",", "")
     if len(s) > 1 and s.startswith("0"):
         return _digits(s)  # codes such as 007 are read digit by digit
     n = int(s)
-    return year_to_words(n) if len(s) == 4 else number_to_words(n)
+    # four bare digits read as a year; "1,250" is written as a quantity, never a year
+    return year_to_words(n) if len(s) == 4 and not grouped else number_to_words(n)
 
 
 _NUMBER_RULES: tuple[tuple[re.Pattern, object], ...] = (

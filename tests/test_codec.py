@@ -215,9 +215,18 @@ def test_evaluate_codec_cli_reports_word_error_per_speaker(trained_run: Path, fl
     from muomni import evaluate
 
     report = evaluate.main(["codec", "--codec", str(trained_run / "best.pt"), "--data", str(flite_corpus),
-                            "--json", str(tmp_path / "codec.json")])
+                            "--json", str(tmp_path / "codec.json"), "--asr", "pocketsphinx,whisper",
+                            "--out-dir", str(tmp_path / "listen")])
     assert json.loads((tmp_path / "codec.json").read_text())["wer_codec"] == pytest.approx(report["wer_codec"])
-    by = report["wer_by_speaker"]
+    assert report["asr"]["recognisers"] == ["pocketsphinx", "whisper:tiny.en"] == list(report["wer_by_asr"])
+    assert report["wer_codec"] == report["wer_by_asr"]["pocketsphinx"]["codec"]  # the first recogniser headlines
+    assert len(report["per_utterance"]) == report["wer_utterances"]
+    for utt in report["per_utterance"]:  # every system's wav is on disk and scored by both recognisers
+        for system in ("original", "codec"):
+            assert Path(utt["systems"][system]["wav"]).is_file()
+            assert set(utt["systems"][system]["transcripts"]) == {"pocketsphinx", "whisper:tiny.en"}
+    assert (tmp_path / "listen" / "index.html").is_file()
+    by = report["wer_by_speaker"]["pocketsphinx"]
     assert sum(d["utterances"] for d in by.values()) == report["wer_utterances"] > 0
     words = sum(d["words"] for d in by.values())
     for key in ("original", "codec"):  # the per-speaker figures recombine into the pooled one

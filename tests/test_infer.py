@@ -69,11 +69,15 @@ def test_evaluate_tts_writes_the_wavs_and_word_error_per_speaker(talker_ckpt, ti
     from muomni import evaluate
 
     report = evaluate.main(["tts", "--talker", str(talker_ckpt), "--data", str(tiny_talker["corpus"]), "--out-dir",
-                            str(tmp_path / "wavs"), "--json", str(tmp_path / "tts.json"), "--n-iter", "4"])
-    assert len(list((tmp_path / "wavs").glob("*.wav"))) == report["utterances"] > 0
+                            str(tmp_path / "wavs"), "--json", str(tmp_path / "tts.json"), "--n-iter", "4",
+                            "--asr", "pocketsphinx"])
+    for system in ("tts_griffinlim", "ground_truth"):
+        assert len(list((tmp_path / "wavs" / system).glob("*.wav"))) == report["utterances"] > 0
+    assert (tmp_path / "wavs" / "index.html").is_file()
     assert json.loads((tmp_path / "tts.json").read_text())["wer"] == pytest.approx(report["wer"])
-    by = report["wer_by_speaker"]
+    assert report["asr"]["headline"] == "pocketsphinx" and report["kind"] == "tts"
+    by = report["wer_by_speaker"]["pocketsphinx"]
     assert sum(d["utterances"] for d in by.values()) == report["utterances"]
     words = sum(d["words"] for d in by.values())
-    for key, pooled in (("tts", "wer"), ("ground_truth", "wer_ground_truth")):
+    for key, pooled in (("tts_griffinlim", "wer"), ("ground_truth", "wer_ground_truth")):
         assert sum(d[key] * d["words"] for d in by.values()) / words == pytest.approx(report[pooled])

@@ -24,8 +24,10 @@ from muomni.text import TextProcessor, normalize_text, number_to_words, ordinal_
     ('"Room 101," she said (twice)?', "room one hundred one, she said twice?"),
     ("don't stop -- well-known; ok: yes", "don't stop - well-known; ok: yes"),
     ("agent 007", "agent zero zero seven"),
+    ("1,250 people in 1250", "one thousand two hundred fifty people in twelve fifty"),
 ], ids=["spaces", "number", "year", "year-oh", "decimal", "ordinals", "thousands", "time-money", "percent",
-        "abbreviations", "quotes-brackets", "punctuation-kept", "leading-zero"])
+        "abbreviations", "quotes-brackets", "punctuation-kept", "leading-zero",
+        "grouped-not-a-year"])
 def test_normalize_text(raw: str, expected: str) -> None:
     assert normalize_text(raw) == expected
 
