@@ -131,16 +131,42 @@ class RMSNorm(nn.Module):
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> torch.Tensor:
-    """Rotary angles (Su et al. 2021, RoFormer): positions (B, L) -> unit complex numbers (B, L, head_dim // 2)."""
+    """Rotary tables (Su et al. 2021, RoFormer): positions (B, L) -> (B, L, head_dim // 2, 2) = (cos, sin).
+
+    Real-valued (no complex tensors, which inductor does not generate code for); the same rotation of
+    interleaved pairs (x[2i], x[2i + 1]) as the complex form, so older checkpoints give the same outputs.
+    """
     freqs = 1.0 / base ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
     angles = positions.float()[..., None] * freqs  # (B, L, hd/2)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, H, L, hd) pairwise by rope (B, L, hd/2) complex; computed in float32."""
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, H, L, hd/2)
-    return torch.view_as_real(xc * rope[:, None]).flatten(-2).type_as(x)
+    """Rotate x (B, H, L, hd) pairwise by rope (B, L, hd/2, 2) (cos, sin); computed in float32."""
+    xp = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, H, L, hd/2, 2)
+    x0, x1 = xp[..., 0], xp[..., 1]
+    cos, sin = rope[:, None, ..., 0], rope[:, None, ..., 1]  # (B, 1, L, hd/2)
+    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).type_as(x)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+           dropout_p: float = 0.0) -> torch.Tensor:
+    """Grouped-query attention that the fused CUDA kernels can take.
+
+    q (B, H, L, hd), k and v (B, KV, S, hd); mask (B or 1, 1, L or 1, S) bool (True = may attend), or None
+    for plain causal attention (L == S). ``enable_gqa`` with a mask only runs the math kernel on CUDA, so
+    K/V are expanded to H heads (query head h reads key/value head h // (H / KV), as ``enable_gqa``);
+    a mask becomes an additive float mask (memory-efficient kernel) and None becomes ``is_causal``
+    (flash kernel). Every row must keep one key: a fully masked row would be NaN.
+    """
+    if k.shape[1] != q.shape[1]:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
 class KVCache(nn.Module):
@@ -174,7 +200,7 @@ class Attention(nn.Module):
     def forward(
         self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor, input_pos: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """x (B, L, D); mask (B, 1, L, S) bool, True = may attend; input_pos (L,) cache slots or None."""
+        """x (B, L, D); mask (B, 1, L, S) bool, True = may attend, or None = causal; input_pos (L,) cache slots."""
         B, L, _ = x.shape
         hd = self.head_dim
         q, k, v = self.wqkv(x).split([self.n_heads * hd, self.n_kv_heads * hd, self.n_kv_heads * hd], dim=-1)
@@ -183,10 +209,7 @@ class Attention(nn.Module):
         v = v.view(B, L, self.n_kv_heads, hd).transpose(1, 2)
         if self.kv_cache is not None and input_pos is not None:
             k, v = self.kv_cache.update(input_pos, k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_heads != self.n_kv_heads,
-        )  # (B, H, L, hd)
+        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)  # (B, H, L, hd)
         return self.wo(y.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -228,7 +251,7 @@ class Transformer(nn.Module):
         self.head_dim, self.rope_base = cfg.head_dim, cfg.rope_base
 
     def forward(self, x, positions, mask, input_pos=None):
-        """x (B, L, D), positions (B, L) long, mask (B, 1, L, S) bool -> (B, L, D)."""
+        """x (B, L, D), positions (B, L) long, mask (B, 1, L, S) bool or None (causal) -> (B, L, D)."""
         rope = rope_angles(positions, self.head_dim, self.rope_base)
         for layer in self.layers:
             x = layer(x, rope, mask, input_pos)
