@@ -198,19 +198,26 @@ class Attention(nn.Module):
         self.kv_cache: KVCache | None = None
 
     def forward(
-        self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor, input_pos: torch.Tensor | None = None
+        self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor, input_pos: torch.Tensor | None = None,
+        last: int = 0,
     ) -> torch.Tensor:
-        """x (B, L, D); mask (B, 1, L, S) bool, True = may attend, or None = causal; input_pos (L,) cache slots."""
+        """x (B, L, D); mask (B, 1, L, S) bool, True = may attend, or None = causal; input_pos (L,) cache slots.
+
+        last > 0: only the last positions ask (queries), every position answers -> (B, last, D).
+        """
         B, L, _ = x.shape
         hd = self.head_dim
         q, k, v = self.wqkv(x).split([self.n_heads * hd, self.n_kv_heads * hd, self.n_kv_heads * hd], dim=-1)
-        q = apply_rope(q.view(B, L, self.n_heads, hd).transpose(1, 2), rope)  # (B, H, L, hd)
+        if last:
+            q, mask = q[:, -last:], mask[:, :, -last:]
+        Lq = q.shape[1]
+        q = apply_rope(q.view(B, Lq, self.n_heads, hd).transpose(1, 2), rope[:, -Lq:])  # (B, H, Lq, hd)
         k = apply_rope(k.view(B, L, self.n_kv_heads, hd).transpose(1, 2), rope)  # (B, KV, L, hd)
         v = v.view(B, L, self.n_kv_heads, hd).transpose(1, 2)
         if self.kv_cache is not None and input_pos is not None:
             k, v = self.kv_cache.update(input_pos, k, v)
-        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)  # (B, H, L, hd)
-        return self.wo(y.transpose(1, 2).reshape(B, L, -1))
+        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)  # (B, H, Lq, hd)
+        return self.wo(y.transpose(1, 2).reshape(B, Lq, -1))
 
 
 class FeedForward(nn.Module):
@@ -236,8 +243,10 @@ class Block(nn.Module):
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.swiglu)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope, mask, input_pos=None):
-        x = x + self.drop(self.attn(self.attn_norm(x), rope, mask, input_pos))
+    def forward(self, x, rope, mask, input_pos=None, last: int = 0):
+        """last > 0: the outputs of the last positions only (B, last, D), the earlier ones read as keys."""
+        a = self.attn(self.attn_norm(x), rope, mask, input_pos, last)
+        x = (x[:, -last:] if last else x) + self.drop(a)
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
@@ -250,11 +259,15 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.head_dim, self.rope_base = cfg.head_dim, cfg.rope_base
 
-    def forward(self, x, positions, mask, input_pos=None):
-        """x (B, L, D), positions (B, L) long, mask (B, 1, L, S) bool or None (causal) -> (B, L, D)."""
+    def forward(self, x, positions, mask, input_pos=None, last: int = 0):
+        """x (B, L, D), positions (B, L) long, mask (B, 1, L, S) bool or None (causal) -> (B, L, D).
+
+        last > 0: only the last positions' outputs are wanted (B, last, D); the final layer then skips the
+        projection and feed-forward of the others (training reads the audio positions only).
+        """
         rope = rope_angles(positions, self.head_dim, self.rope_base)
-        for layer in self.layers:
-            x = layer(x, rope, mask, input_pos)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rope, mask, input_pos, last if i == len(self.layers) - 1 else 0)
         return self.norm(x)
 
 
@@ -378,7 +391,7 @@ class Talker(nn.Module):
         if cfg.text_prefix:
             x = torch.cat([prefix, x], dim=1)
         positions, mask = self.layout(text_lens, text.shape[1], Fr + 1)
-        h = self.decoder(x, positions, mask)[:, -(Fr + 1):]  # (B, F + 1, D) audio positions
+        h = self.decoder(x, positions, mask, last=Fr + 1)  # (B, F + 1, D) audio positions
         logits, stop_logits = self.predict(h)
         logits = logits[:, :Fr]  # (B, F, n_heads, K)
 
