@@ -19,6 +19,9 @@ import time
 import warnings
 from pathlib import Path
 
+import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch reads when it loads)
+
+# isort: split
 import torch
 from tqdm import tqdm
 

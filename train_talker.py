@@ -16,6 +16,9 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch reads when it loads)
+
+# isort: split
 import torch
 
 from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict

@@ -25,6 +25,9 @@ import sys
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch reads when it loads)
+
+# isort: split
 import numpy as np
 import torch
 from torch import Tensor, nn
