@@ -159,6 +159,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
     a mask becomes an additive float mask (memory-efficient kernel) and None becomes ``is_causal``
     (flash kernel). Every row must keep one key: a fully masked row would be NaN.
     """
+    if q.shape[2] == 1 and mask is not None:  # one decoding step: no kernel choice to win, no K/V copy to pay
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                              enable_gqa=k.shape[1] != q.shape[1])
     if k.shape[1] != q.shape[1]:
         rep = q.shape[1] // k.shape[1]
         k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
