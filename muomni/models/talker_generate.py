@@ -231,8 +231,8 @@ def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speaker
         limit = int((durations.sum(1).max() + cfg.sub_frames - 1) // cfg.sub_frames)
     max_seq = (N if cfg.text_prefix else 0) + limit + 1
     max_seq = -(-max_seq // CACHE_MULTIPLE) * CACHE_MULTIPLE  # one cache shape for most sentences
-    step = compiled_decode_step(text.device.type, compile if isinstance(compile, str) else "inductor") if compile \
-        else None
+    backend = compile if isinstance(compile, str) else "inductor"
+    step = compiled_decode_step(text.device.type, backend) if compile else None
     with kv_caches(model, B, max_seq):
         logits, stop, h, state = prefill(model, text, text_lens, speakers, max_seq, durations, duration_scale)
         if state.n_frames is not None:
