@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(EXTRAS)
 SYSTEM_PACKAGES := flite espeak-ng chromium
 RUFF_PATHS := muomni tests bench *.py
 
-.PHONY: demo test lint bench install system-deps clean-demo
+.PHONY: demo test lint bench gpu-check install system-deps clean-demo
 
 demo: install system-deps
 	$(PY) -m muomni.demo
@@ -25,6 +25,11 @@ lint: install
 
 bench: install system-deps
 	$(PY) bench/run_all.py
+
+# On a lent GPU (under 5 minutes): bf16 steps per config, fp16 overflow, compiled decoding, peak memory
+# vs 12 GB -> bench/gpu_results.md and .json. Without CUDA it runs its CPU smoke sizes.
+gpu-check: install
+	$(PY) bench/gpu_check.py
 
 install: $(STAMP)
 

@@ -19,6 +19,9 @@ import time
 import warnings
 from pathlib import Path
 
+import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch reads when it loads)
+
+# isort: split
 import torch
 from tqdm import tqdm
 
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                              "distribution (clearer); codes: the generated codes themselves")
     parser.add_argument("--batch", type=int, default=8, help="sentences generated together")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the decoding step (CUDA graphs on a GPU); the first batch warms it up")
     args = parser.parse_args(argv)
     warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
 
@@ -113,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 bundle, [t for _, t in chunk], [s if s is not None else 0 for s, _ in chunk], vocoder,
                 n_iter=args.griffin_lim_iters, mel_from=args.mel_from, temperature=args.temperature, top_k=args.top_k,
                 top_p=args.top_p,
-                seed=args.seed, max_frames=int(args.max_seconds * FRAMES_PER_SECOND))
+                seed=args.seed, max_frames=int(args.max_seconds * FRAMES_PER_SECOND), compile=args.compile)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

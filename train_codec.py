@@ -19,6 +19,9 @@ import math
 import sys
 from dataclasses import dataclass, field
 
+import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch reads when it loads)
+
+# isort: split
 import numpy as np
 import torch
 

@@ -19,12 +19,18 @@ alone evaluates, writes samples and checkpoints.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import random
 import sys
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch reads when it loads)
+
+# isort: split
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -100,23 +106,55 @@ class Utterances:
     def __init__(self, items: list, capacity: int, codec: nn.Module | None = None):
         self.items, self.capacity, self.codec = items, capacity, codec
         self._cache: OrderedDict[int, tuple[np.ndarray, Tensor]] = OrderedDict()
+        self._lock = threading.Lock()  # prefetch threads (train.num_workers) fill the cache beside the loop
 
     def __len__(self) -> int:
         return len(self.items)
 
     def get(self, i: int) -> tuple[np.ndarray, Tensor]:
         """(wav (N,) float32, input mel (N // 256 + 1, 128) on the CPU)."""
-        if i in self._cache:
-            self._cache.move_to_end(i)
-            return self._cache[i]
-        wav = load_audio(self.items[i].path)
+        with self._lock:
+            if i in self._cache:
+                self._cache.move_to_end(i)
+                return self._cache[i]
+        wav = load_audio(self.items[i].path)  # decoded outside the lock: threads decode side by side
         mel = log_mel(wav)[0]  # (T, 128)
         if self.codec is not None:
             mel = codec_mel(self.codec, mel)
-        self._cache[i] = (wav, mel)
-        if len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[i] = (wav, mel)
+            if len(self._cache) > self.capacity:
+                self._cache.popitem(last=False)
         return wav, mel
+
+
+class Prefetch:
+    """Decodes the next step's utterances in ``workers`` threads while the current step trains.
+
+    Only the decoding moves (audio, log-mel, codec reconstruction into the cache): the batch order
+    and the segment offsets are still drawn in the loop, so a run with workers sees exactly the
+    batches of one without, and resumes at the same position. Threads, not processes: a codec on a
+    GPU cannot run in forked workers, and the decoding (libsndfile, STFT, convolutions) leaves the GIL.
+    """
+
+    def __init__(self, data: Utterances, workers: int):
+        self.data = data
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers > 0 else None
+
+    def next_steps(self, order: BatchOrder, batches: int) -> None:
+        """Start decoding the items of the batches after the next ``batches`` ones (order is not advanced)."""
+        if self.pool is None:
+            return
+        ahead = copy.deepcopy(order)
+        for _ in range(batches):
+            ahead.next()
+        for _ in range(batches):
+            for i in ahead.next():
+                self.pool.submit(self.data.get, i)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @torch.no_grad()
@@ -248,9 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     # ---- loop
     last_metric = None
     run.progress(step, tc.steps)
+    prefetch = Prefetch(train_data, tc.num_workers)  # train.num_workers threads decode the next step's audio
     while step < tc.steps and not run.stop_requested:
         gan = step >= tc.gan_start_step
         totals: dict[str, Tensor] = {}  # micro-batch means, kept on the device until logged
+        prefetch.next_steps(order, tc.grad_accum)
         for _ in range(tc.grad_accum):
             wav, mel = random_segments(train_data, order.next(), tc.segment_size)
             wav, mel = wav.to(device), mel.to(device)  # (B, S), (B, S / 256, 128)
@@ -297,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             write_samples(step)
         if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:
             run.save(step, objects, metric=last_metric)
+    prefetch.close()
     return run.finish(step)
 
 

@@ -49,8 +49,9 @@ def _config(preset: str) -> dict:
     return read_json_with_base(ROOT / "configs" / f"{preset}.json")
 
 
-def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = False):
-    """(one training step callable, batch size) for a documented config, on synthetic data."""
+def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = False, batch: int | None = None):
+    """(one training step callable, batch size) for a documented config, on synthetic data; batch overrides
+    the config's batch size."""
     from muomni.training import autocast, make_grad_scaler, maybe_compile
 
     torch.manual_seed(0)
@@ -60,7 +61,7 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
         from muomni.models.codec import CodecConfig, CodecModel
 
         model = CodecModel(CodecConfig(**cfg["model"])).to(device)
-        batch = cfg["train"].get("batch_size", 16)
+        batch = batch or cfg["train"].get("batch_size", 16)
         mel = torch.randn(batch, cfg["train"].get("crop_frames", 16) * model.cfg.frames_per_token, 128, device=device)
         weights = cfg["train"].get("loss_weights", {"recon": 1.0, "commit": 0.25})
         fn, params = maybe_compile(model, compiled), list(model.parameters())
@@ -73,11 +74,11 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
     elif preset.startswith("talker"):
         from muomni.models.talker import Talker, TalkerConfig
 
-        codec = _config("codec_tiny")["model"]
+        codec = _config("codec_base" if "base" in preset else "codec_tiny")["model"]  # the codec it pairs with
         model = Talker(TalkerConfig(**{**cfg["model"], "vocab_size": 64, "n_q": codec["n_codebooks"],
                                        "codebook_size": codec["codebook_size"], "max_text": TALKER_TEXT,
                                        "max_frames": TALKER_FRAMES})).to(device)
-        batch = cfg["train"].get("batch_size", 16)
+        batch = batch or cfg["train"].get("batch_size", 16)
         g = torch.Generator().manual_seed(0)
         data = {"text": torch.randint(2, 64, (batch, TALKER_TEXT), generator=g),
                 "text_lens": torch.randint(TALKER_TEXT // 2, TALKER_TEXT + 1, (batch,), generator=g),
@@ -107,7 +108,7 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
         hcfg = HiFiGANConfig(**cfg["model"])
         gen, disc = Generator(hcfg).to(device), Discriminators(hcfg).to(device)
         on_cpu_v1 = preset == "vocoder_v1" and device.type == "cpu"
-        batch = VOCODER_V1_BATCH if on_cpu_v1 else cfg["train"].get("batch_size", 2)
+        batch = batch or (VOCODER_V1_BATCH if on_cpu_v1 else cfg["train"].get("batch_size", 2))
         mel = torch.randn(batch, SEGMENT_FRAMES, 128, device=device) - 4
         wav = 0.1 * torch.randn(batch, SEGMENT_FRAMES * 256, device=device)
         mel_fn = MelSpectrogram().to(device)

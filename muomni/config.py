@@ -69,7 +69,7 @@ class TrainConfig:
     wandb: bool = False
     wandb_project: str = "muomni"
     wandb_mode: str = "offline"  # offline | online
-    num_workers: int = 0
+    num_workers: int = 0  # vocoder: threads decoding the next step's audio while a step trains (0 = in the loop)
 
     def __post_init__(self):
         _choice("train.wandb_mode", self.wandb_mode, ("offline", "online"))

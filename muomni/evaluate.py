@@ -253,7 +253,7 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         mels, outs = synthesize_with_mels(bundle, [it.text for it in chunk], speaker_ids, vocoder, n_iter=args.n_iter,
                                           mel_from=args.mel_from, temperature=args.temperature,
-                                          top_k=args.top_k or None, seed=args.seed)
+                                          top_k=args.top_k or None, seed=args.seed, compile=args.compile)
         compute += time.perf_counter() - t0
         systems[name] += outs
         seconds += sum(len(w) for w in outs) / SAMPLE_RATE
@@ -289,6 +289,7 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="compile the decoding step (CUDA graphs on a GPU)")
     p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
     from muomni.synthesis import MEL_FROM
 

@@ -143,8 +143,11 @@ def encode_texts(bundle: TalkerBundle, texts: list[str]) -> tuple[Tensor, Tensor
 @torch.no_grad()
 def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, temperature: float = 0.0,
                   top_k: int | None = None, top_p: float | None = None, seed: int | None = 0,
-                  max_frames: int | None = None, duration_scale: float = 1.0, return_probs: bool = False):
+                  max_frames: int | None = None, duration_scale: float = 1.0, return_probs: bool = False,
+                  compile: bool = False):
     """texts -> codes, one (T, n_q) long tensor each (batched generation, seedable).
+
+    compile: the decoding step compiled (CUDA graphs on a GPU): the first call warms up, later calls reuse it.
 
     return_probs: -> (codes, probs): also the Talker's distribution over every codebook's codes at every
     frame, (T, n_q, K) each, for ``probs_to_mel``.
@@ -155,7 +158,7 @@ def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, tempera
     gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     out = bundle.model.generate(text.to(device), lens.to(device), spk.to(device), max_frames=max_frames,
                                 temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
-                                duration_scale=duration_scale, return_probs=return_probs)
+                                duration_scale=duration_scale, return_probs=return_probs, compile=compile)
     frames = [max(int(n), 1) for n in out[1]]
     codes = [out[0][i, :n] for i, n in enumerate(frames)]
     return (codes, [out[2][i, :n] for i, n in enumerate(frames)]) if return_probs else codes
@@ -198,7 +201,7 @@ def synthesize_with_mels(bundle: TalkerBundle, texts: list[str], speakers=None, 
     mel_from: "expected" decodes the expectation of each frame's code vectors under the Talker's
     distribution (``probs_to_mel``; the generated codes still drive generation), "codes" the generated
     codes themselves. On held-out demo sentences "expected" is the more intelligible (README).
-    generation: temperature, top_k, top_p, seed, max_frames, duration_scale (see text_to_codes).
+    generation: temperature, top_k, top_p, seed, max_frames, duration_scale, compile (see text_to_codes).
     """
     if mel_from not in MEL_FROM:
         raise ValueError(f"mel_from = {mel_from!r}: expected one of {', '.join(MEL_FROM)}")

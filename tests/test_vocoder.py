@@ -206,3 +206,19 @@ def test_load_vocoder_refuses_other_stage(tmp_path):
     save_checkpoint(path, {"stage": "codec", "step": 1, "config": {}})
     with pytest.raises(CheckpointError, match="codec checkpoint"):
         synthesis.load_vocoder(path)
+
+
+def test_decoding_threads_train_exactly_the_same_steps(tmp_path, flite_corpus, keep_signal_handlers):
+    """train.num_workers threads decode the next step's audio: same batches, same segments, same weights."""
+    train = _train_module()
+    weights = []
+    for workers in (0, 2):
+        (tmp_path / f"w{workers}").mkdir()
+        config = _config(tmp_path / f"w{workers}", flite_corpus, steps=3, num_workers=workers, cache_items=2)
+        assert train.main(["--config", str(config)]) == 0
+        ckpt = load_checkpoint(tmp_path / f"w{workers}" / "runs" / "voc" / "step_00000003.pt", stage="vocoder")
+        weights.append((ckpt["generator"], ckpt["order"]))
+    (g0, order0), (g2, order2) = weights
+    assert order0 == order2
+    for name in g0:
+        torch.testing.assert_close(g2[name], g0[name], rtol=0, atol=0, msg=name)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,43 +100,47 @@ class Aligner(nn.Module):
         return AlignResult({"align": nll, "dur": dur_loss}, counts, path, durations.long())
 
 
-@torch.compiler.disable  # a data-dependent loop over frames: compiled, it would unroll every frame
+@torch.compiler.disable  # a loop over frames: compiled, it would unroll every frame
 @torch.no_grad()
 def monotonic_alignment_search(
     logp: torch.Tensor, x_lens: torch.Tensor, y_lens: torch.Tensor, free_end: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Most likely monotonic path (Glow-TTS, Kim et al. 2020), batched over items, looped over frames.
+    """Most likely monotonic path (Glow-TTS, Kim et al. 2020), batched over items.
 
     logp (B, N, M) scores of token i at frame j; x_lens, y_lens (B,). The path starts at (0, 0),
     moves one frame at a time staying on a token or advancing by one, and ends at
     (x_len - 1, y_len - 1), or on the best token where free_end (truncated audio). -> (B, N, M) 0/1.
+
+    The forward pass is two whole-batch ops per frame on the device, writing every frame's scores
+    into one buffer; the choices (advance or stay) come out of that buffer in one op, and the
+    backtrack runs on the host over small integer arrays: no per-frame device sync.
     """
     B, N, M = logp.shape
     dev, neg = logp.device, -1e9
     tok_ok = torch.arange(N, device=dev)[None] < x_lens[:, None]
-    logp = logp.float().masked_fill(~tok_ok[..., None], neg)
-    q = torch.full((B, N), neg, device=dev)
-    q[:, 0] = logp[:, 0, 0]
-    advanced = torch.zeros(B, N, M, dtype=torch.bool, device=dev)  # came from token i - 1
-    last = q.clone()  # scores at each item's last frame
-    pad = torch.full((B, 1), neg, device=dev)
+    scores = logp.float().masked_fill(~tok_ok[..., None], neg).permute(2, 0, 1).contiguous()  # (M, B, N)
+    # q[j, :, 1 + i]: best score of a path at token i, frame j; column 0 stays at -inf-like neg (token -1).
+    q = torch.full((M, B, N + 1), neg, device=dev)
+    q[0, :, 1] = scores[0, :, 0]
     for j in range(1, M):
-        prev = torch.cat([pad, q[:, :-1]], dim=1)
-        advanced[:, :, j] = prev > q
-        q = torch.maximum(q, prev) + logp[:, :, j]
-        at_end = (y_lens - 1 == j)[:, None]
-        last = torch.where(at_end, q, last)
+        torch.maximum(q[j - 1, :, 1:], q[j - 1, :, :-1], out=q[j, :, 1:])
+        q[j, :, 1:] += scores[j]
+    advanced = q[:-1, :, :-1] > q[:-1, :, 1:]  # (M - 1, B, N): frame j + 1 came from token i - 1
     end = x_lens - 1
     if free_end is not None:
+        last = q[(y_lens - 1).clamp(min=0), torch.arange(B, device=dev), 1:]  # (B, N) scores at the last frame
         end = torch.where(free_end, last.masked_fill(~tok_ok, 2 * neg).argmax(1), end)
-    path = torch.zeros(B, N, M, device=dev)
-    i, rows = end.clone(), torch.arange(B, device=dev)
+    adv, i, y = advanced.cpu().numpy(), end.cpu().numpy().copy(), y_lens.cpu().numpy()
+    rows = np.arange(B)
+    tokens = np.zeros((B, M), dtype=np.int64)  # the path's token at every frame
     for j in range(M - 1, -1, -1):
-        active = j < y_lens
-        path[rows[active], i[active], j] = 1.0
+        active = j < y
+        tokens[:, j] = i
         if j > 0:
-            i = (i - (advanced[rows, i, j] & active).long()).clamp(min=0)
-    return path
+            i = np.maximum(i - (adv[j - 1, rows, i] & active), 0)
+    frame_ok = torch.arange(M, device=dev)[None] < y_lens[:, None]  # (B, M)
+    path = torch.zeros(B, N, M, device=dev)
+    return path.scatter_(1, torch.from_numpy(tokens).to(dev)[:, None], frame_ok[:, None].float())
 
 
 def durations_to_path(durations: torch.Tensor, n_sub: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ a small part of a step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -36,19 +37,32 @@ class DepthDecoder(nn.Module):
         x = torch.stack([self.in_proj(h) + embs[0]] + embs[1:], dim=1)  # (M, k, D)
         M, k, _ = x.shape
         positions = torch.arange(k, device=h.device).expand(M, -1)
-        mask = torch.ones(k, k, dtype=torch.bool, device=h.device).tril()[None, None]
-        out = self.transformer(x, positions, mask)  # (M, k, D)
+        out = self.transformer(x, positions, None)  # (M, k, D), causal along the codebooks
         return torch.stack([self.heads[i](out[:, i]) for i in range(k)], dim=1)
+
+    def pick(self, frame_ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frame_ok (B, F) -> flat frame indices (M,) and their weights (M,), M = ceil(fraction x B x F).
+
+        A fixed count (no boolean indexing, whose size the host must read back): M random valid frames,
+        or every valid frame and some weight-0 padding frames where fewer than M are valid.
+        """
+        n = frame_ok.numel()
+        m = min(n, max(1, math.ceil(self.fraction * n)))
+        keys = torch.rand(frame_ok.shape, device=frame_ok.device).masked_fill(~frame_ok, 2.0)  # valid first
+        idx = keys.flatten().topk(m, largest=False).indices  # (M,)
+        return idx, frame_ok.flatten()[idx].float()
 
     def loss(self, h: torch.Tensor, codes: torch.Tensor, frame_ok: torch.Tensor):
         """h (B, F, D), codes (B, F, n_q), frame_ok (B, F) -> per-codebook CE and accuracy lists (1..n_q-1)."""
-        pick = frame_ok & (torch.rand(frame_ok.shape, device=h.device) < self.fraction)
-        if not bool(pick.any()):
-            pick = frame_ok & (frame_ok.cumsum(1) == 1)  # at least one frame per item
-        logits = self.logits(h[pick], codes[pick][:, :-1])  # (M, n_q - 1, K)
-        target = codes[pick][:, 1:]  # (M, n_q - 1)
-        ce = [F.cross_entropy(logits[:, i].float(), target[:, i]) for i in range(self.n_q - 1)]
-        acc = [(logits[:, i].argmax(-1) == target[:, i]).float().mean() for i in range(self.n_q - 1)]
+        idx, weight = self.pick(frame_ok)
+        picked = codes.flatten(0, 1)[idx]  # (M, n_q)
+        logits = self.logits(h.flatten(0, 1)[idx], picked[:, :-1])  # (M, n_q - 1, K)
+        target = picked[:, 1:]  # (M, n_q - 1)
+        total = weight.sum().clamp(min=1.0)
+        ce = [(F.cross_entropy(logits[:, i].float(), target[:, i], reduction="none") * weight).sum() / total
+              for i in range(self.n_q - 1)]
+        acc = [((logits[:, i].argmax(-1) == target[:, i]).float() * weight).sum() / total
+               for i in range(self.n_q - 1)]
         return ce, acc
 
     @torch.no_grad()

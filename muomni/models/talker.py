@@ -131,16 +131,45 @@ class RMSNorm(nn.Module):
 
 
 def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> torch.Tensor:
-    """Rotary angles (Su et al. 2021, RoFormer): positions (B, L) -> unit complex numbers (B, L, head_dim // 2)."""
+    """Rotary tables (Su et al. 2021, RoFormer): positions (B, L) -> (B, L, head_dim // 2, 2) = (cos, sin).
+
+    Real-valued (no complex tensors, which inductor does not generate code for); the same rotation of
+    interleaved pairs (x[2i], x[2i + 1]) as the complex form, so older checkpoints give the same outputs.
+    """
     freqs = 1.0 / base ** (torch.arange(0, head_dim, 2, device=positions.device).float() / head_dim)
     angles = positions.float()[..., None] * freqs  # (B, L, hd/2)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, H, L, hd) pairwise by rope (B, L, hd/2) complex; computed in float32."""
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))  # (B, H, L, hd/2)
-    return torch.view_as_real(xc * rope[:, None]).flatten(-2).type_as(x)
+    """Rotate x (B, H, L, hd) pairwise by rope (B, L, hd/2, 2) (cos, sin); computed in float32."""
+    xp = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, H, L, hd/2, 2)
+    x0, x1 = xp[..., 0], xp[..., 1]
+    cos, sin = rope[:, None, ..., 0], rope[:, None, ..., 1]  # (B, 1, L, hd/2)
+    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).type_as(x)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+           dropout_p: float = 0.0) -> torch.Tensor:
+    """Grouped-query attention that the fused CUDA kernels can take.
+
+    q (B, H, L, hd), k and v (B, KV, S, hd); mask (B or 1, 1, L or 1, S) bool (True = may attend), or None
+    for plain causal attention (L == S). ``enable_gqa`` with a mask only runs the math kernel on CUDA, so
+    K/V are expanded to H heads (query head h reads key/value head h // (H / KV), as ``enable_gqa``);
+    a mask becomes an additive float mask (memory-efficient kernel) and None becomes ``is_causal``
+    (flash kernel). Every row must keep one key: a fully masked row would be NaN.
+    """
+    if q.shape[2] == 1 and mask is not None:  # one decoding step: no kernel choice to win, no K/V copy to pay
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                              enable_gqa=k.shape[1] != q.shape[1])
+    if k.shape[1] != q.shape[1]:
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
 class KVCache(nn.Module):
@@ -172,22 +201,26 @@ class Attention(nn.Module):
         self.kv_cache: KVCache | None = None
 
     def forward(
-        self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor, input_pos: torch.Tensor | None = None
+        self, x: torch.Tensor, rope: torch.Tensor, mask: torch.Tensor, input_pos: torch.Tensor | None = None,
+        last: int = 0,
     ) -> torch.Tensor:
-        """x (B, L, D); mask (B, 1, L, S) bool, True = may attend; input_pos (L,) cache slots or None."""
+        """x (B, L, D); mask (B, 1, L, S) bool, True = may attend, or None = causal; input_pos (L,) cache slots.
+
+        last > 0: only the last positions ask (queries), every position answers -> (B, last, D).
+        """
         B, L, _ = x.shape
         hd = self.head_dim
         q, k, v = self.wqkv(x).split([self.n_heads * hd, self.n_kv_heads * hd, self.n_kv_heads * hd], dim=-1)
-        q = apply_rope(q.view(B, L, self.n_heads, hd).transpose(1, 2), rope)  # (B, H, L, hd)
+        if last:
+            q, mask = q[:, -last:], mask[:, :, -last:]
+        Lq = q.shape[1]
+        q = apply_rope(q.view(B, Lq, self.n_heads, hd).transpose(1, 2), rope[:, -Lq:])  # (B, H, Lq, hd)
         k = apply_rope(k.view(B, L, self.n_kv_heads, hd).transpose(1, 2), rope)  # (B, KV, L, hd)
         v = v.view(B, L, self.n_kv_heads, hd).transpose(1, 2)
         if self.kv_cache is not None and input_pos is not None:
             k, v = self.kv_cache.update(input_pos, k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_heads != self.n_kv_heads,
-        )  # (B, H, L, hd)
-        return self.wo(y.transpose(1, 2).reshape(B, L, -1))
+        y = attend(q, k, v, mask, self.dropout if self.training else 0.0)  # (B, H, Lq, hd)
+        return self.wo(y.transpose(1, 2).reshape(B, Lq, -1))
 
 
 class FeedForward(nn.Module):
@@ -213,8 +246,10 @@ class Block(nn.Module):
         self.ffn = FeedForward(cfg.d_model, cfg.ffn_dim, cfg.swiglu)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, rope, mask, input_pos=None):
-        x = x + self.drop(self.attn(self.attn_norm(x), rope, mask, input_pos))
+    def forward(self, x, rope, mask, input_pos=None, last: int = 0):
+        """last > 0: the outputs of the last positions only (B, last, D), the earlier ones read as keys."""
+        a = self.attn(self.attn_norm(x), rope, mask, input_pos, last)
+        x = (x[:, -last:] if last else x) + self.drop(a)
         return x + self.drop(self.ffn(self.ffn_norm(x)))
 
 
@@ -227,11 +262,15 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.head_dim, self.rope_base = cfg.head_dim, cfg.rope_base
 
-    def forward(self, x, positions, mask, input_pos=None):
-        """x (B, L, D), positions (B, L) long, mask (B, 1, L, S) bool -> (B, L, D)."""
+    def forward(self, x, positions, mask, input_pos=None, last: int = 0):
+        """x (B, L, D), positions (B, L) long, mask (B, 1, L, S) bool or None (causal) -> (B, L, D).
+
+        last > 0: only the last positions' outputs are wanted (B, last, D); the final layer then skips the
+        projection and feed-forward of the others (training reads the audio positions only).
+        """
         rope = rope_angles(positions, self.head_dim, self.rope_base)
-        for layer in self.layers:
-            x = layer(x, rope, mask, input_pos)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rope, mask, input_pos, last if i == len(self.layers) - 1 else 0)
         return self.norm(x)
 
 
@@ -355,7 +394,7 @@ class Talker(nn.Module):
         if cfg.text_prefix:
             x = torch.cat([prefix, x], dim=1)
         positions, mask = self.layout(text_lens, text.shape[1], Fr + 1)
-        h = self.decoder(x, positions, mask)[:, -(Fr + 1):]  # (B, F + 1, D) audio positions
+        h = self.decoder(x, positions, mask, last=Fr + 1)  # (B, F + 1, D) audio positions
         logits, stop_logits = self.predict(h)
         logits = logits[:, :Fr]  # (B, F, n_heads, K)
 

@@ -7,6 +7,7 @@ them, so a batched item decodes exactly as it would alone.
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -41,13 +42,48 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = N
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+CACHE_MULTIPLE = 256  # generate() rounds its cache length up to this: later sentences reuse one shape
+_POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its CachePool
+
+
+class CachePool:
+    """A model's KV caches, allocated once per (batch, length, dtype, device) and reused by later calls,
+    so that a compiled (CUDA-graph) decoding step sees the same buffers every time. Kept outside the
+    module tree (no buffers for DDP, checkpoints or ``.to()`` to see); the newest ``keep`` shapes stay."""
+
+    def __init__(self, keep: int = 2):
+        self.keep = keep
+        self.shapes: dict[tuple, list[KVCache]] = {}
+        self.caches: list[KVCache] = []  # the ones attached last
+
+    def get(self, attns: list[Attention], batch: int, max_seq: int, dtype, device) -> list[KVCache]:
+        key = (batch, max_seq, dtype, torch.device(device))
+        if key not in self.shapes:
+            while len(self.shapes) >= self.keep:
+                self.shapes.pop(next(iter(self.shapes)))
+            self.shapes[key] = [KVCache(batch, a.n_kv_heads, max_seq, a.head_dim, dtype=dtype, device=device)
+                                for a in attns]
+        self.shapes[key] = self.shapes.pop(key)  # most recently used last
+        self.caches = self.shapes[key]
+        return self.caches
+
+
+def cache_pool(model: Talker) -> CachePool:
+    if model not in _POOLS:
+        _POOLS[model] = CachePool()
+    return _POOLS[model]
+
+
 @contextmanager
 def kv_caches(model: Talker, batch: int, max_seq: int):
-    """Attach preallocated caches to every decoder attention for the duration of the block."""
+    """Attach the model's (reused) caches (batch, max_seq) to every decoder attention for the block.
+
+    Stale keys from an earlier call need no clearing: the mask hides every slot not written by this one.
+    """
     p = next(model.parameters())
     attns = [m for m in model.decoder.modules() if isinstance(m, Attention)]
-    for a in attns:
-        a.kv_cache = KVCache(batch, a.n_kv_heads, max_seq, a.head_dim, dtype=p.dtype, device=p.device)
+    for a, c in zip(attns, cache_pool(model).get(attns, batch, max_seq, p.dtype, p.device)):
+        a.kv_cache = c
     try:
         yield
     finally:
@@ -132,10 +168,13 @@ def decode_step(model: Talker, frame, speakers, aligned, positions, mask, slot):
 
 
 @cache
-def compiled_decode_step(device_type: str):
+def compiled_decode_step(device_type: str, backend: str = "inductor"):
     """decode_step under torch.compile: CUDA graphs ("reduce-overhead", the KV cache buffers are static)
     on CUDA, the default mode elsewhere. Shapes are fixed by (batch, cache length), so it compiles
-    once per generation shape and never per position."""
+    once per generation shape and never per position; the reused caches (``CachePool``) and the
+    rounded cache length keep later calls and later sentences on the same graph."""
+    if backend != "inductor":  # e.g. aot_eager: the same graphs and guards, without code generation
+        return torch.compile(decode_step, backend=backend)
     return torch.compile(decode_step, mode="reduce-overhead" if device_type == "cuda" else "default")
 
 
@@ -168,11 +207,12 @@ def frame_limit(cfg, max_frames: int | None = None) -> int:
 def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor,
              max_frames: int | None = None, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, generator: torch.Generator | None = None,
-             durations: torch.Tensor | None = None, duration_scale: float = 1.0, compile: bool = False,
+             durations: torch.Tensor | None = None, duration_scale: float = 1.0, compile: bool | str = False,
              return_probs: bool = False):
     """Batched generation -> codes (B, T, n_q) long, lengths (B,) [, probs (B, T, n_q, K)].
 
-    compile: run the decoding step compiled (``compiled_decode_step``; CUDA graphs on a GPU).
+    compile: run the decoding step compiled (``compiled_decode_step``; CUDA graphs on a GPU); a string
+    names another torch.compile backend than inductor.
     return_probs: also return the model's distribution over every codebook's codes at every frame
     (``pick_frame``), for the codec's ``decode_expected``.
 
@@ -190,7 +230,9 @@ def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speaker
             durations = durations_from_prediction(pred_dur, text_lens, cfg.sub_frames, duration_scale)[0]
         limit = int((durations.sum(1).max() + cfg.sub_frames - 1) // cfg.sub_frames)
     max_seq = (N if cfg.text_prefix else 0) + limit + 1
-    step = compiled_decode_step(text.device.type) if compile else None
+    max_seq = -(-max_seq // CACHE_MULTIPLE) * CACHE_MULTIPLE  # one cache shape for most sentences
+    backend = compile if isinstance(compile, str) else "inductor"
+    step = compiled_decode_step(text.device.type, backend) if compile else None
     with kv_caches(model, B, max_seq):
         logits, stop, h, state = prefill(model, text, text_lens, speakers, max_seq, durations, duration_scale)
         if state.n_frames is not None:
@@ -201,14 +243,12 @@ def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speaker
         done = torch.zeros(B, dtype=torch.bool, device=text.device)
         frames, probs = [], [] if return_probs else None
         for t in range(limit):
-            if state.n_frames is None:
+            if state.n_frames is None:  # with durations, limit is the longest item: no check (host sync)
                 ends = (stop > 0) & ~done
                 lengths = torch.where(ends, torch.full_like(lengths, t), lengths)
                 done |= ends
-            else:
-                done = lengths <= t
-            if bool(done.all()):
-                break
+                if bool(done.all()):
+                    break
             frame = pick_frame(model, logits, h, temperature, top_k, top_p, generator, probs)  # (B, n_q)
             frames.append(frame)
             if t + 1 < limit:

@@ -41,6 +41,7 @@ from muomni.models.talker import (
     _init_weights,
     _masked_mean,
     apply_rope,
+    attend,
     rope_angles,
 )
 from muomni.models.talker_generate import frame_limit, sample
@@ -60,15 +61,13 @@ class CrossAttention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, x, mem, rope_x, rope_mem, mask):
-        """x (B, T, D), mem (B, S, D), rope_x (B, T, hd/2), rope_mem (B, S, hd/2), mask (B, 1, 1, S) -> (B, T, D)."""
+        """x (B, T, D), mem (B, S, D), rope_x (B, T, hd/2, 2), rope_mem (B, S, hd/2, 2), mask (B, 1, 1, S)
+        -> (B, T, D)."""
         B, T, _ = x.shape
         S, hd = mem.shape[1], self.head_dim
         q = apply_rope(self.wq(x).view(B, T, self.n_heads, hd).transpose(1, 2), rope_x)  # (B, H, T, hd)
         k, v = self.wkv(mem).view(B, S, 2 * self.n_kv_heads, hd).transpose(1, 2).chunk(2, dim=1)  # (B, KV, S, hd)
-        y = F.scaled_dot_product_attention(
-            q, apply_rope(k, rope_mem), v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.n_heads != self.n_kv_heads,
-        )
+        y = attend(q, apply_rope(k, rope_mem), v, mask, self.dropout if self.training else 0.0)  # (B, H, T, hd)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -78,9 +77,9 @@ class Context:
 
     text: torch.Tensor  # (B, N, D) encoder memory
     text_mask: torch.Tensor  # (B, 1, 1, N) valid text tokens
-    text_rope: torch.Tensor  # (B, N, hd/2) token positions stretched onto the frame axis
+    text_rope: torch.Tensor  # (B, N, hd/2, 2) token positions stretched onto the frame axis
     frame_mask: torch.Tensor  # (B, 1, 1, T) frames inside each item's length
-    frame_rope: torch.Tensor  # (B, T, hd/2)
+    frame_rope: torch.Tensor  # (B, T, hd/2, 2)
     queries: torch.Tensor  # (B, T, D) injected into z at every pass
 
 
