@@ -94,6 +94,7 @@ def score_codec(name: str, path: str, mels: list[torch.Tensor], n_words: int, re
     for key, fn in variants.items():
         recs = [fn(m[None])[0] for m in mels[:n_words]]
         row[f"wer_{key}"] = wer(refs, transcribe(asr, [griffin_lim(r) for r in recs]))
+        print(f"{name} {key}: word error {row[f'wer_{key}']}", file=sys.stderr, flush=True)  # progress
         if png is not None and key == "round_trip":
             png.mkdir(parents=True, exist_ok=True)
             mel_to_png(png / f"{name}.png", [mels[0][: recs[0].shape[0]], recs[0]], ["original", name])
