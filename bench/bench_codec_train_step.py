@@ -28,7 +28,7 @@ from muomni.config import load_config  # noqa: E402
 from muomni.models.codec import CodecModel  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("train_codec", ROOT / "train_codec.py")
-train_codec = importlib.util.module_from_spec(_spec)
+train_codec = sys.modules.setdefault("train_codec", importlib.util.module_from_spec(_spec))
 _spec.loader.exec_module(train_codec)
 
 
