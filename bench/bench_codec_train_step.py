@@ -1,0 +1,86 @@
+"""Training-step cost of codec designs, measured side by side: seconds per step and the whole recipe's time.
+
+Each design is a run config (a run folder's config.json, or any codec config with its "base"). Its model,
+optimizer, loss weights, batch size and crop length are built as train_codec.py builds them, and its
+forward + backward + optimizer step is timed on random log-mels of the training shape, in alternating
+rounds (A, B, C, A, B, C, ...) so that a machine shared with other jobs slows every design alike. The
+first design is the baseline; the recipe time is steps x the median seconds per step.
+
+    python bench/bench_codec_train_step.py base=checkpoints/demo/codec/config.json new=configs/demo/codec.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from muomni.config import load_config  # noqa: E402
+from muomni.models.codec import CodecModel  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("train_codec", ROOT / "train_codec.py")
+train_codec = sys.modules.setdefault("train_codec", importlib.util.module_from_spec(_spec))
+_spec.loader.exec_module(train_codec)
+
+
+class Design:
+    def __init__(self, name: str, path: str):
+        self.name, self.cfg = name, load_config(path, train_codec.CodecRun)
+        torch.manual_seed(0)
+        self.model = CodecModel(self.cfg.model).train()
+        tc = self.cfg.train
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr)
+        self.mel = torch.randn(tc.batch_size, tc.crop_frames * self.cfg.model.frames_per_token, 128)
+        self.times: list[float] = []
+
+    def step(self) -> None:
+        out = self.model(self.mel)
+        loss = sum(self.cfg.train.loss_weights.get(k, 0.0) * v for k, v in out.losses.items())
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("designs", nargs="+", help="NAME=CONFIG pairs; the first is the baseline")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="steps timed per design per round")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    designs = [Design(*spec.split("=", 1)) for spec in args.designs]
+    for d in designs:
+        for _ in range(2):  # warm-up: k-means initialisation and allocator
+            d.step()
+    for _ in range(args.rounds):
+        for d in designs:
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                d.step()
+            d.times.append((time.perf_counter() - start) / args.steps)
+    base = statistics.median(designs[0].times) * designs[0].cfg.train.steps
+    rows = []
+    for d in designs:
+        per_step = statistics.median(d.times)
+        recipe = per_step * d.cfg.train.steps
+        rows.append({"design": d.name, "steps": d.cfg.train.steps, "batch": d.cfg.train.batch_size,
+                     "crop_frames": d.cfg.train.crop_frames, "s_per_step": round(per_step, 4),
+                     "recipe_s": round(recipe, 1), "recipe_vs_baseline": round(recipe / base, 2),
+                     "params_M": round(sum(p.numel() for p in d.model.parameters()) / 1e6, 2),
+                     "threads": args.threads})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
