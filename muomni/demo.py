@@ -37,7 +37,7 @@ DEMO_RUNS = Path("checkpoints/demo")  # every demo run lives here (make clean-de
 
 # Minutes per stage: the whole demo in 30 minutes on a slow 2-core machine (the Talker at ~1 step/s).
 STAGE_BUDGET_MINUTES: dict[str, float] = {
-    "corpus": 2.5, "check corpus": 0.5, "codec": 4.0, "tokenize": 1.0, "talker": 14.0, "vocoder": 2.0,
+    "corpus": 2.0, "check corpus": 0.5, "codec": 3.5, "tokenize": 1.0, "talker": 15.0, "vocoder": 2.0,
     "evaluate vocoder": 1.5, "synthesize": 2.0, "evaluate codec": 1.0, "pictures": 0.5,
 }
 # Minutes of a training stage's budget kept for its setup (data caches, model build) and final evaluation;
