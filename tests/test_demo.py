@@ -62,8 +62,9 @@ def test_a_stale_demo_run_is_removed_and_retrained_and_budgets_are_printed(tmp_p
     runner = demo.Demo(type("Args", (), {"out": str(tmp_path / "out")})())
     runner.train("talker", "train_talker.py", config, {"corpus": "abc"})
     out = capsys.readouterr().out
-    assert "the corpus changed" in out and "retraining" in out and "budget 14 min" in out
-    assert calls and "train.max_minutes=12.5" in calls[0]
+    budget = demo.STAGE_BUDGET_MINUTES["talker"]
+    assert "the corpus changed" in out and "retraining" in out and f"budget {budget:g} min" in out
+    assert calls and f"train.max_minutes={budget - demo.TRAIN_SETUP_MINUTES['talker']:g}" in calls[0]
     assert not (demo.run_dir(config) / "step_00000005.pt").exists()  # the stale run was removed first
     assert "| talker |" in "\n".join(runner.stage_table())
 
