@@ -69,7 +69,7 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
         def loss():
             with autocast(device, amp):
                 out = fn(mel)
-            return sum(weights[k] * v for k, v in out.losses.items())
+            return sum(weights.get(k, 0.0) * v for k, v in out.losses.items())  # unweighted losses are logged only
 
     elif preset.startswith("talker"):
         from muomni.models.talker import Talker, TalkerConfig
