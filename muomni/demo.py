@@ -179,9 +179,12 @@ class Demo:
         self.stage("evaluate vocoder", [PY, "-m", "muomni.evaluate", "vocoder", "--vocoder", str(vocoder),
                                         "--data", str(data), "--json", str(self.out / "vocoder.json"),
                                         "--limit", str(a.vocoder_sentences), *asr])
-        self.choose_vocoder()
+        # An unintelligible short-trained HiFi-GAN is not scored again: it would only cost the recognisers time
+        # (Whisper's temperature fallback retries unclear audio) and say what the vocoder stage already said.
+        use_hifigan = self.choose_vocoder()
         self.stage("synthesize", [PY, "-m", "muomni.evaluate", "tts", "--talker", str(talker), "--data", str(data),
-                                  "--vocoder", str(vocoder), "--json", str(self.out / "tts.json"),
+                                  *(["--vocoder", str(vocoder)] if use_hifigan else []),
+                                  "--json", str(self.out / "tts.json"),
                                   "--limit", str(a.sentences), *asr])
         self.stage("evaluate codec", [PY, "-m", "muomni.evaluate", "codec", "--codec", str(codec), "--data",
                                       str(data), "--json", str(self.out / "codec.json"), "--limit", str(a.sentences),
@@ -191,14 +194,14 @@ class Demo:
         self.report()
 
     def choose_vocoder(self) -> bool:
-        """Whether the short demo training made HiFi-GAN at least as intelligible as Griffin-Lim; the TTS
-        stage scores both on the same mels either way."""
+        """Whether the short demo training made HiFi-GAN at least as intelligible as Griffin-Lim: then the TTS
+        stage synthesizes with it and scores Griffin-Lim on the same mels beside it, else Griffin-Lim alone."""
         scores = json.loads((self.out / "vocoder.json").read_text())
         hifigan, griffinlim = scores["hifigan"]["wer"], scores["griffinlim"]["wer"]
         use = hifigan <= griffinlim
         print(f"demo: held-out word error ({scores.get('asr_headline', 'asr')}) HiFi-GAN {hifigan:.3f} vs "
               f"Griffin-Lim {griffinlim:.3f}: {'HiFi-GAN' if use else 'Griffin-Lim'} is the more intelligible; "
-              "TTS is synthesized and scored with both")
+              + ("TTS is synthesized and scored with both" if use else "TTS is synthesized with Griffin-Lim"))
         return use
 
     def report(self) -> None:
