@@ -57,7 +57,7 @@ from .checkpoint import (  # noqa: F401  (re-exported: stages import checkpoint 
     step_checkpoints,
 )
 from .config import ConfigError, config_to_dict, load_config
-from .distributed import any_rank, any_ranks, barrier, broadcast_object, gather_object, init_distributed
+from .distributed import any_ranks, barrier, broadcast_object, gather_object, init_distributed
 
 MIN_FREE_BYTES = 64 * 2**20
 EXIT_STOPPED = 130  # a signal stopped the run after saving a checkpoint (the shell's code for SIGINT)
@@ -563,18 +563,6 @@ class Run:
             scaler.update()  # always: after a skipped step too (an overflow lowers the scale here)
         optimizer.zero_grad(set_to_none=True)
         return StepResult(loss_ok and norm_ok, grad_norm.detach(), overflow)
-
-    def check_step(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | float, name: str = "") -> bool:
-        """True if the step is finite; a non-finite one is counted and logged (for loops that step
-        their optimizer themselves; the stages use :meth:`optimizer_step`)."""
-        loss_ok, norm_ok = finite_flags(loss, grad_norm)
-        if self.world > 1:
-            loss_ok = norm_ok = not any_rank(not (loss_ok and norm_ok))
-        if loss_ok and norm_ok:
-            self._in_a_row[name] = 0
-            return True
-        self._bad_step(step, loss, grad_norm, name)
-        return False
 
     def _bad_step(self, step: int, loss, grad_norm, name: str) -> None:
         self.bad_steps += 1

@@ -64,9 +64,7 @@ def _train(cfg, resume=False, stop_at=None, nan_at=()):
             loss = loss * float("nan")
         opt.zero_grad()
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        if run.check_step(step + 1, loss, norm):
-            opt.step()
+        run.optimizer_step(step + 1, opt, model.parameters(), clip=1.0, loss=loss)
         sched.step()
         step += 1
         losses[step] = loss.item()

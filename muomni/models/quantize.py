@@ -219,7 +219,7 @@ class EuclideanCodebook(nn.Module):
             # are drawn every step and only dead rows take them: no host sync to ask whether any died.
             # Relative to the uniform rate, the threshold means the same for any batch and codebook size.
             uniform = cluster_size.sum() / self.size
-            dead = cluster_size < self.dead_threshold * uniform  # (K,); the same on every rank
+            dead = self._dead(cluster_size)  # (K,); the same on every rank
             fresh = _broadcast(_sample(everyone(), self.size))  # (K, D)
             embed = torch.where(dead[:, None], fresh, embed)
             embed_avg = torch.where(dead[:, None], fresh * uniform, embed_avg)
@@ -239,7 +239,10 @@ class EuclideanCodebook(nn.Module):
 
     def dead(self) -> torch.Tensor:
         """(K,) bool: codes whose EMA usage fell under ``dead_threshold`` x the uniform usage."""
-        return self.cluster_size < self.dead_threshold * self.cluster_size.sum() / self.size
+        return self._dead(self.cluster_size)
+
+    def _dead(self, cluster_size: torch.Tensor) -> torch.Tensor:
+        return cluster_size < self.dead_threshold * cluster_size.sum() / self.size
 
 
 class VectorQuantizer(nn.Module):
