@@ -26,7 +26,7 @@ from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from muomni.data import corpus_fingerprint, load_corpus
 from muomni.distributed import mean_over_ranks, rank_shares
 from muomni.models.codec import codec_hash, codec_to_dict, load_codec
-from muomni.models.talker import TalkerConfig, build_talker, count_parameters, perplexity
+from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, count_parameters, perplexity
 from muomni.talker_data import TalkerData, read_prompts
 from muomni.text import TextProcessor
 from muomni.training import (
@@ -74,7 +74,7 @@ class TalkerTrainConfig(TrainConfig):
 @dataclass
 class TalkerRun:
     data: TalkerDataConfig = field(default_factory=TalkerDataConfig)
-    model: TalkerConfig = field(default_factory=TalkerConfig)
+    model: AnyTalkerConfig = field(default_factory=TalkerConfig)
     train: TalkerTrainConfig = field(default_factory=TalkerTrainConfig)
 
 

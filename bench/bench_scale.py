@@ -45,7 +45,7 @@ VOCODER_V1_BATCH = 1  # HiFi-GAN V1 on one CPU thread: one segment per step keep
 TALKER_TARGET = 1.2
 
 
-def _config(preset: str) -> dict:
+def preset_config(preset: str) -> dict:
     return read_json_with_base(ROOT / "configs" / f"{preset}.json")
 
 
@@ -55,7 +55,7 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
     from muomni.training import autocast, make_grad_scaler, maybe_compile
 
     torch.manual_seed(0)
-    cfg = _config(preset)
+    cfg = preset_config(preset)
     scaler = make_grad_scaler(device, amp)
     if preset.startswith("codec"):
         from muomni.models.codec import CodecConfig, CodecModel
@@ -74,7 +74,7 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
     elif preset.startswith("talker"):
         from muomni.models.talker import Talker, TalkerConfig
 
-        codec = _config("codec_base" if "base" in preset else "codec_tiny")["model"]  # the codec it pairs with
+        codec = preset_config("codec_base" if "base" in preset else "codec_tiny")["model"]  # the codec it pairs with
         model = Talker(TalkerConfig(**{**cfg["model"], "vocab_size": 64, "n_q": codec["n_codebooks"],
                                        "codebook_size": codec["codebook_size"], "max_text": TALKER_TEXT,
                                        "max_frames": TALKER_FRAMES})).to(device)
@@ -224,11 +224,11 @@ def measure_cuda_memory(preset: str) -> float:
 def decode_rate(compiled: bool, batch: int = 8, frames: int = 200, device: str = "cuda") -> float:
     """Talker (talker_tiny) decode frames/s: the eager step or the compiled one (CUDA graphs on CUDA)."""
     from muomni.models.talker import Talker, TalkerConfig
-    from muomni.models.talker_generate import compiled_decode_step, decode_one, kv_caches, prefill
+    from muomni.models.talker.generate import compiled_decode_step, decode_one, kv_caches, prefill
 
     device = torch.device(device)
     torch.manual_seed(0)
-    model = Talker(TalkerConfig(**{**_config("talker_tiny")["model"], "vocab_size": 64, "n_q": 2,
+    model = Talker(TalkerConfig(**{**preset_config("talker_tiny")["model"], "vocab_size": 64, "n_q": 2,
                                    "codebook_size": 128})).to(device).eval()
     text = torch.randint(2, 64, (batch, 50), device=device)
     lens, spk = torch.full((batch,), 50, device=device), torch.zeros(batch, dtype=torch.long, device=device)

@@ -53,7 +53,7 @@ def _models(talker_config: str, codec_config: str, vocoder_config: str):
 def _synthesize(talker, codec, text, vocoder) -> torch.Tensor:
     """One sentence, text -> waveform, decoding the expected code vectors as infer_tts.py does by default;
     vocoder None = Griffin-Lim."""
-    from muomni.models.talker_generate import generate
+    from muomni.models.talker.generate import generate
     from muomni.synthesis import vocode
 
     ids = torch.tensor([text.encode(SENTENCE)])  # (1, N)

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from muomni.config import read_json_with_base  # noqa: E402
 from muomni.models.talker import Talker, TalkerConfig  # noqa: E402
-from muomni.models.talker_generate import generate, pick_frame  # noqa: E402
+from muomni.models.talker.generate import generate, pick_frame  # noqa: E402
 
 FRAMES, TEXT = 200, 50  # 50 tokens x 20 sub-frames = 200 code frames
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_scale import _config, build_step  # noqa: E402
+from bench_scale import build_step, preset_config  # noqa: E402
 
 BUDGET_GB = 12.0
 TRAIN_PRESETS = ["codec_tiny", "codec_base", "talker_tiny", "talker_base", "talker_trm_tiny", "vocoder_tiny",
@@ -83,7 +83,7 @@ def fp16_overflow_row(device: torch.device, smoke: bool) -> dict:
 
 
     torch.manual_seed(0)
-    cfg = _config("codec_tiny")
+    cfg = preset_config("codec_tiny")
     model = CodecModel(CodecConfig(**cfg["model"])).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, init_scale=2.0**16)
@@ -133,7 +133,7 @@ def compile_rows(device: torch.device, smoke: bool) -> list[dict]:
     """Two compiled generate calls with recompilations logged, then decode frames/s eager vs compiled."""
     from torch._dynamo.utils import counters
 
-    from muomni.models.talker_generate import generate
+    from muomni.models.talker.generate import generate
 
     backend = "aot_eager" if smoke or device.type != "cuda" else True  # True: inductor, CUDA graphs on a GPU
     frames = 10 if smoke else 200
@@ -191,7 +191,7 @@ def vocoder_rows(device: torch.device, smoke: bool) -> list[dict]:
     frames = int(seconds * 16000 / 256)
     for preset in ["vocoder_tiny"] if smoke else ["vocoder_tiny", "vocoder_v1"]:
         torch.manual_seed(0)
-        gen = Generator(HiFiGANConfig(**_config(preset)["model"])).to(device).eval()
+        gen = Generator(HiFiGANConfig(**preset_config(preset)["model"])).to(device).eval()
         mel = torch.randn(1, frames, 128, device=device) - 4
         with torch.no_grad():
             gen(mel)

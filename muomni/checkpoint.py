@@ -105,7 +105,8 @@ def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def config_mismatch(saved: dict[str, Any], current: dict[str, Any], section: str = "model") -> list[str]:
-    """'section.key: saved -> current' for every key that differs."""
+    """'section.key: saved -> current' for every key of the current config that differs. A saved key the
+    config no longer has is not compared: loading maps it away (the other Talker family's settings)."""
     a, b = saved.get(section, {}), current.get(section, {})
     return [f"{section}.{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} in the config"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            for k in sorted(b) if a.get(k) != b.get(k)]

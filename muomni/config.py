@@ -5,6 +5,10 @@ A stage's config is a *schema*: a dataclass whose fields are section dataclasses
 (relative to the file) names a config it starts from, so a variant lists only what changes.
 An unknown key is an error naming the key, the file and the valid keys; ``--set
 section.key=value`` overrides are parsed as JSON and type-checked against the field.
+
+A section may be typed as a union of dataclasses (the Talker families): the value of their first field
+(``"arch"``) picks one. A section dataclass may define ``translate_keys(values, where)`` to map the keys
+of older configs and checkpoints before the strict check.
 """
 
 from __future__ import annotations
@@ -140,6 +144,8 @@ def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
         section, name = parts
         if section not in d:
             raise ConfigError(f"--set {item!r}: unknown section {section!r}; valid: {', '.join(d)}")
+        if name not in d[section]:  # an earlier override may have switched the section's family (model.arch)
+            d = config_to_dict(config_from_dict(d, type(cfg), source="--set"))
         if name not in d[section]:
             raise ConfigError(f"--set {item!r}: unknown key {section}.{name}; valid: {', '.join(d[section])}")
         try:
@@ -153,6 +159,9 @@ def apply_overrides(cfg: T, overrides: typing.Iterable[str]) -> T:
 def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or 'config'}' must be an object, got {values!r}")
+    translate = getattr(cls, "translate_keys", None)  # a section that maps the keys of older configs
+    if translate is not None:
+        values = translate(values, f"{source}: {prefix.rstrip('.')}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in values if k not in fields]
     if unknown:
@@ -163,7 +172,7 @@ def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        tp = hints[name]
+        tp = _section_class(hints[name], value, source, f"{prefix}{name}")
         if dataclasses.is_dataclass(tp):
             kwargs[name] = _build(tp, value, source, prefix=f"{prefix}{name}.")
         else:
@@ -172,6 +181,20 @@ def _build(cls: type, values: Any, source: str, prefix: str) -> Any:
         return cls(**kwargs)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
+
+
+def _section_class(tp: Any, value: Any, source: str, key: str) -> Any:
+    """The type to build a value as: tp, or for a union of dataclasses (the Talker families) the member that
+    the value names by the members' first field, whose default tells them apart (``"arch": "ar"``)."""
+    members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else ()
+    if not members or not all(dataclasses.is_dataclass(m) for m in members) or not isinstance(value, dict):
+        return tp
+    tag = dataclasses.fields(members[0])[0]
+    named = {dataclasses.fields(m)[0].default: m for m in members}
+    choice = value.get(tag.name, tag.default)
+    if choice not in named:
+        raise ConfigError(f"{source}: {key}.{tag.name} = {choice!r}: expected one of {', '.join(map(str, named))}")
+    return named[choice]
 
 
 def _check_type(value: Any, tp: Any, key: str, source: str) -> Any:

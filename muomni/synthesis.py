@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from muomni.config import ConfigError, config_from_dict
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import Generator, HiFiGANConfig
-from muomni.models.talker import TalkerConfig
+from muomni.models.talker import AnyTalkerConfig, TalkerConfig
 
 _WARNED_GRIFFIN_LIM = False
 
@@ -69,7 +69,7 @@ def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = 32) -> T
 class TalkerBundle:
     """Everything a Talker checkpoint carries: the model, its codec, its text vocabulary, its speakers."""
 
-    model: nn.Module  # muomni.models.talker.Talker or muomni.models.trm.TRMTalker (build_talker)
+    model: nn.Module  # muomni.models.talker.Talker or TRMTalker (build_talker)
     codec: nn.Module  # muomni.models.codec.CodecModel
     text: object  # muomni.text.TextProcessor
     speakers: list[str]
@@ -78,7 +78,7 @@ class TalkerBundle:
 
 @dataclass
 class _TalkerModel:
-    model: TalkerConfig = field(default_factory=TalkerConfig)
+    model: AnyTalkerConfig = field(default_factory=TalkerConfig)
 
 
 def load_talker(path: str | Path, device: str | torch.device = "cpu") -> TalkerBundle:

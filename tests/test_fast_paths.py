@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from muomni.models.aligner import monotonic_alignment_search
-from muomni.models.talker import Talker, TalkerConfig, apply_rope, attend, rope_angles
-from muomni.models.talker_generate import cache_pool, generate
+from muomni.models.layers import apply_rope, attend, rope_angles
+from muomni.models.talker import Talker, TalkerConfig
+from muomni.models.talker.aligner import monotonic_alignment_search
+from muomni.models.talker.generate import cache_pool, generate
 
 
 def rope_reference(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> torch.Tensor:

@@ -183,7 +183,7 @@ def test_talker_compiled_steps_never_recompile():
     """
     from torch._dynamo.testing import CompileCounterWithBackend
 
-    from muomni.models.talker_generate import decode_one, decode_step, kv_caches, prefill
+    from muomni.models.talker.generate import decode_one, decode_step, kv_caches, prefill
 
     torch._dynamo.reset()
     model = _tiny_talker()

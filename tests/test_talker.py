@@ -9,9 +9,10 @@ import warnings
 import pytest
 import torch
 
-from muomni.models.aligner import durations_to_path, monotonic_alignment_search
+from muomni.models.sampling import logits_to_probs
 from muomni.models.talker import Talker, TalkerConfig
-from muomni.models.talker_generate import decode_one, generate, kv_caches, logits_to_probs, prefill
+from muomni.models.talker.aligner import durations_to_path, monotonic_alignment_search
+from muomni.models.talker.generate import decode_one, generate, kv_caches, prefill
 
 VARIANTS = {
     "duration_path": {},

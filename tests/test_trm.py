@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from muomni.models.talker import TalkerConfig, build_talker, codebook_weights
-from muomni.models.trm import TRMTalker
+from muomni.models.talker import TRMTalker, build_talker, codebook_weights
+from muomni.models.talker import talker_config as TalkerConfig  # a config of either family from flat keys
 
 
 def tiny(**kw) -> TRMTalker:

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from muomni.models.talker.config import TalkerConfig
+
 
 @dataclass
 class AlignResult:
@@ -54,9 +56,9 @@ class DurationPredictor(nn.Module):
 
 
 class Aligner(nn.Module):
-    def __init__(self, cfg, encoder: nn.Module):
+    def __init__(self, cfg: TalkerConfig, encoder: nn.Module):
         super().__init__()
-        self.encoder = encoder  # a non-causal Transformer (talker.py)
+        self.encoder = encoder  # a non-causal muomni.models.layers.Transformer
         self.sub_frames, self.n_align = cfg.sub_frames, min(cfg.align_codebooks, cfg.n_q)
         self.prior = nn.ModuleList(nn.Linear(cfg.d_model, cfg.codebook_size) for _ in range(self.n_align))
         self.duration = DurationPredictor(cfg.d_model, cfg.dur_kernel)

@@ -1,4 +1,7 @@
-"""Talker generation with a KV cache (gpt-fast style): logits_to_probs, sample, prefill, decode_one.
+"""Generation of the autoregressive Talker with a KV cache (gpt-fast style): prefill, decode_one, generate.
+
+``model`` is an autoregressive ``Talker`` (autoregressive.py), which calls ``generate`` from its method; sampling
+is ``muomni.models.sampling``.
 
 Cache slots: text tokens 0..N-1 (padded to the batch's longest text), the start position at N,
 audio position t (input: frame t-1) at N + t. Padded text slots stay masked; rotary positions skip
@@ -13,34 +16,12 @@ from dataclasses import dataclass
 from functools import cache
 
 import torch
+from torch import nn
 
-from muomni.models.aligner import aligned_states, durations_from_prediction, durations_to_path
-from muomni.models.talker import Attention, KVCache, Talker
-
-
-def logits_to_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                    top_p: float | None = None) -> torch.Tensor:
-    """logits (..., K) -> probabilities after temperature, top-k and nucleus (top-p, Holtzman et al. 2020)."""
-    logits = logits.float() / max(temperature, 1e-5)
-    if top_k is not None and top_k > 0:
-        kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0.0 < top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p (at least one)
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    return logits.softmax(-1)
-
-
-def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """logits (B, K) -> ids (B,); temperature 0 is greedy."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = logits_to_probs(logits, temperature, top_k, top_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
+from muomni.models.layers import Attention, KVCache
+from muomni.models.sampling import sample
+from muomni.models.talker.aligner import aligned_states, durations_from_prediction, durations_to_path
+from muomni.models.talker.common import frame_limit
 
 CACHE_MULTIPLE = 256  # generate() rounds its cache length up to this: later sentences reuse one shape
 _POOLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its CachePool
@@ -68,14 +49,14 @@ class CachePool:
         return self.caches
 
 
-def cache_pool(model: Talker) -> CachePool:
+def cache_pool(model: nn.Module) -> CachePool:
     if model not in _POOLS:
         _POOLS[model] = CachePool()
     return _POOLS[model]
 
 
 @contextmanager
-def kv_caches(model: Talker, batch: int, max_seq: int):
+def kv_caches(model: nn.Module, batch: int, max_seq: int):
     """Attach the model's (reused) caches (batch, max_seq) to every decoder attention for the block.
 
     Stale keys from an earlier call need no clearing: the mask hides every slot not written by this one.
@@ -102,12 +83,12 @@ class GenState:
     key_ok: torch.Tensor  # (B, max_seq) bool: filled, non-padding slots
 
 
-def prefill(model: Talker, text, text_lens, speakers, max_seq: int, durations: torch.Tensor | None = None,
+def prefill(model: nn.Module, text, text_lens, speakers, max_seq: int, durations: torch.Tensor | None = None,
             duration_scale: float = 1.0):
     """Run the text prefix and the start position through the cached decoder.
 
     text (B, N), text_lens (B,), speakers (B,); durations (B, N) sub-frames override the predictor.
-    -> (logits (B, n_heads, K) and stop logits (B,) for frame 0, hidden (B, D), GenState)
+    -> (logits (B, n_code_heads, K) and stop logits (B,) for frame 0, hidden (B, D), GenState)
     """
     cfg = model.cfg
     B, N = text.shape
@@ -139,8 +120,8 @@ def prefill(model: Talker, text, text_lens, speakers, max_seq: int, durations: t
     return logits[:, 0], stop[:, 0], h, state
 
 
-def decode_one(model: Talker, state: GenState, frame: torch.Tensor, t: int | torch.Tensor, step=None):
-    """Feed frame t-1 (B, n_q) at audio position t -> logits (B, n_heads, K), stop (B,), hidden (B, D).
+def decode_one(model: nn.Module, state: GenState, frame: torch.Tensor, t: int | torch.Tensor, step=None):
+    """Feed frame t-1 (B, n_q) at audio position t -> logits (B, n_code_heads, K), stop (B,), hidden (B, D).
 
     ``step`` is ``decode_step`` or its compiled form (``compiled_decode_step``). The position goes in
     as a tensor, so a compiled step is traced once and replayed at every position.
@@ -156,9 +137,9 @@ def decode_one(model: Talker, state: GenState, frame: torch.Tensor, t: int | tor
     return (step or decode_step)(model, frame, state.speakers, aligned, base[:, None] + pos, mask, slot)
 
 
-def decode_step(model: Talker, frame, speakers, aligned, positions, mask, slot):
+def decode_step(model: nn.Module, frame, speakers, aligned, positions, mask, slot):
     """The fixed-shape core of one decoding step: frame (B, n_q), speakers (B,), aligned (B, 1, D) or None,
-    positions (B, 1), mask (B, 1, 1, max_seq), slot (1,) -> logits (B, n_heads, K), stop (B,), hidden (B, D)."""
+    positions (B, 1), mask (B, 1, 1, max_seq), slot (1,) -> logits (B, n_code_heads, K), stop (B,), hidden (B, D)."""
     x = model.audio_inputs(frame[:, None], speakers, None)[:, 1:]  # (B, 1, D): drop the start
     if aligned is not None:
         x = x + aligned
@@ -178,7 +159,7 @@ def compiled_decode_step(device_type: str, backend: str = "inductor"):
     return torch.compile(decode_step, mode="reduce-overhead" if device_type == "cuda" else "default")
 
 
-def pick_frame(model: Talker, logits, h, temperature, top_k, top_p, generator,
+def pick_frame(model: nn.Module, logits, h, temperature, top_k, top_p, generator,
                probs_out: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Sample one frame (B, n_q) from the heads (and the depth decoder for codebooks 1..).
 
@@ -198,13 +179,8 @@ def pick_frame(model: Talker, logits, h, temperature, top_k, top_p, generator,
     return frame
 
 
-def frame_limit(cfg, max_frames: int | None = None) -> int:
-    """The most frames one item may get: max_frames when given, else 3 x the training max_frames (at least 64)."""
-    return max_frames or 3 * max(cfg.max_frames, 64)
-
-
 @torch.no_grad()
-def generate(model: Talker, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor,
+def generate(model: nn.Module, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor,
              max_frames: int | None = None, temperature: float = 1.0, top_k: int | None = None,
              top_p: float | None = None, generator: torch.Generator | None = None,
              durations: torch.Tensor | None = None, duration_scale: float = 1.0, compile: bool | str = False,

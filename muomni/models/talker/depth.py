@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from muomni.models.layers import Transformer
+from muomni.models.talker.config import TalkerConfig
+
 
 class DepthDecoder(nn.Module):
-    def __init__(self, cfg):
+    def __init__(self, cfg: TalkerConfig):
         super().__init__()
-        from muomni.models.talker import Transformer
-
         d = cfg.d_model
         self.n_q, self.fraction = cfg.n_q, cfg.decoder_fraction
         self.in_proj = nn.Linear(d, d)

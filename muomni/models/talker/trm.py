@@ -31,20 +31,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from muomni.models.talker import (
+from muomni.models.layers import (
     Attention,
     FeedForward,
     RMSNorm,
-    TalkerConfig,
-    TalkerOutput,
     Transformer,
-    _init_weights,
-    _masked_mean,
     apply_rope,
     attend,
+    init_weights,
+    masked_mean,
     rope_angles,
 )
-from muomni.models.talker_generate import frame_limit, sample
+from muomni.models.sampling import sample
+from muomni.models.talker.common import TalkerOutput, frame_limit
+from muomni.models.talker.config import TRMConfig
 
 FRACTION_FREQS = 16  # Fourier features of a frame's position in its utterance (t + 0.5) / T
 
@@ -52,7 +52,7 @@ FRACTION_FREQS = 16  # Fourier features of a frame's position in its utterance (
 class CrossAttention(nn.Module):
     """Grouped-query attention from x to a memory, both rotated by their own positions."""
 
-    def __init__(self, cfg: TalkerConfig):
+    def __init__(self, cfg: TRMConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.wq = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
@@ -87,7 +87,7 @@ class RecursiveBlock(nn.Module):
     """Self-attention on z, cross-attention to the text and to y, feed-forward; post-norm keeps the
     recurrent state at unit scale however many times the block is applied (TRM)."""
 
-    def __init__(self, cfg: TalkerConfig):
+    def __init__(self, cfg: TRMConfig):
         super().__init__()
         self.self_attn = Attention(cfg)
         self.text_attn = CrossAttention(cfg)
@@ -112,7 +112,7 @@ class LengthPredictor(nn.Module):
     they would otherwise drown the codebook signal in the shared text encoder.
     """
 
-    def __init__(self, cfg: TalkerConfig):
+    def __init__(self, cfg: TRMConfig):
         super().__init__()
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.hidden = nn.Linear(cfg.d_model, cfg.d_model)
@@ -125,7 +125,7 @@ class LengthPredictor(nn.Module):
 
 
 class TRMTalker(nn.Module):
-    def __init__(self, cfg: TalkerConfig):
+    def __init__(self, cfg: TRMConfig):
         super().__init__()
         cfg.require_data_fields()
         self.cfg = cfg
@@ -143,7 +143,7 @@ class TRMTalker(nn.Module):
         self.heads = nn.ModuleList(
             nn.Linear(d, cfg.codebook_size, bias=False) for _ in range(1 if cfg.share_output_heads else cfg.n_q)
         )
-        self.apply(_init_weights)
+        self.apply(init_weights)
         trainable = cfg.H_cycles == 1  # see the module docstring
         self.y_init = nn.Parameter(torch.randn(d), requires_grad=trainable)
         self.z_init = nn.Parameter(torch.randn(d), requires_grad=trainable)
@@ -230,13 +230,13 @@ class TRMTalker(nn.Module):
         counts = {f"c{k}": frame_ok.sum() for k in range(cfg.n_q)}
         for k in range(cfg.n_q):
             ce = F.cross_entropy(logits[:, :, k].flatten(0, 1).float(), codes[..., k].flatten(), reduction="none")
-            losses[f"c{k}"] = _masked_mean(ce.view(B, Fr), frame_ok)
-            metrics[f"c{k}_accuracy"] = _masked_mean((logits[:, :, k].argmax(-1) == codes[..., k]).float(), frame_ok)
+            losses[f"c{k}"] = masked_mean(ce.view(B, Fr), frame_ok)
+            metrics[f"c{k}_accuracy"] = masked_mean((logits[:, :, k].argmax(-1) == codes[..., k]).float(), frame_ok)
         true_len = code_lens.clamp(min=1).float()
         log_err = pred_len.float().clamp(min=1e-3).log() - true_len.log()  # (B,)
-        losses["length"] = _masked_mean(log_err.square(), ended)
+        losses["length"] = masked_mean(log_err.square(), ended)
         counts["length"] = ended.sum()
-        metrics["length_error"] = _masked_mean((pred_len.detach() - true_len).abs() / true_len, ended)
+        metrics["length_error"] = masked_mean((pred_len.detach() - true_len).abs() / true_len, ended)
         losses["loss"] = sum(cfg.weight(name) * value for name, value in losses.items())
         return TalkerOutput(losses, counts, metrics, logits, None, None, pred_len)
 

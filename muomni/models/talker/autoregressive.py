@@ -1,0 +1,160 @@
+"""The autoregressive Talker: a decoder-only transformer from text to RVQ codes (docs/DESIGN.md §5).
+
+Its layers (``muomni.models.layers``) read like gpt-fast; generation with the KV cache is ``generate.py``.
+Unlike gpt-fast the same ``forward`` trains without a cache.
+
+Sequence (one position per item of the list, per utterance)::
+
+    text_0 .. text_{N-1}  start  frame_0 .. frame_{T-1}
+    targets at the audio positions:  frame_0 .. frame_{T-1}  stop
+
+The input at audio position t is frame t-1 (the start position for t = 0) and its target is frame t:
+exactly one step ahead. A frame's embedding is the sum of one embedding per codebook.
+
+Alignment ("duration path", ``duration_path``): a plain decoder-only model learns to continue codes
+long before it learns *which* text it is saying. So a small non-causal text encoder feeds both the
+text prefix and an explicit alignment: monotonic alignment search (Glow-TTS, Kim et al. 2020)
+between text tokens and code frames gives per-token durations, a duration predictor learns them
+(FastSpeech, Ren et al. 2019), and the aligned encoder state of the frame to be predicted is added
+to each audio position's input. At inference predicted durations give the aligned states and the
+frame count. See ``aligner.py``; codebooks 1.. may come from a depth decoder (``depth.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from muomni.models.layers import Transformer, init_weights, masked_mean
+from muomni.models.talker.aligner import Aligner, aligned_states, durations_to_path
+from muomni.models.talker.common import TalkerOutput
+from muomni.models.talker.config import TalkerConfig
+from muomni.models.talker.depth import DepthDecoder
+from muomni.models.talker.generate import generate
+
+
+class Talker(nn.Module):
+    def __init__(self, cfg: TalkerConfig):
+        super().__init__()
+        cfg.require_data_fields()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.text_emb = nn.Embedding(cfg.vocab_size, d)
+        self.speaker_emb = nn.Embedding(max(cfg.n_speakers, 1), d)
+        self.code_emb = nn.ModuleList(nn.Embedding(cfg.codebook_size, d) for _ in range(cfg.n_q))
+        self.start = nn.Parameter(torch.randn(d) * 0.02)
+        self.aligner = Aligner(cfg, Transformer(cfg, cfg.encoder_layers)) if cfg.duration_path else None
+        self.decoder = Transformer(cfg, cfg.n_layers)
+        self.heads = nn.ModuleList(nn.Linear(d, cfg.codebook_size, bias=False) for _ in range(cfg.n_code_heads))
+        self.stop_head = nn.Linear(d, 1)
+        self.depth = DepthDecoder(cfg) if cfg.depth_layers else None
+        self.apply(init_weights)
+
+    # -- pieces shared by training and generation (generate.py)
+
+    def encode_text(self, text: torch.Tensor, text_lens: torch.Tensor) -> torch.Tensor:
+        """text (B, N) -> prefix states (B, N, D): the encoder's output on the duration path, else embeddings."""
+        x = self.text_emb(text)
+        if self.aligner is not None:
+            x = self.aligner.encode(x, text_lens)
+        return x
+
+    def frame_embedding(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, T, n_q) -> (B, T, D): the sum of one embedding per codebook."""
+        return sum(emb(codes[..., k]) for k, emb in enumerate(self.code_emb))
+
+    def audio_inputs(self, codes, speakers, aligned):
+        """Inputs of audio positions 0..T: start, then frames 0..T-1 (teacher forcing, one step behind).
+
+        codes (B, T, n_q), speakers (B,), aligned (B, T + 1, D) or None -> (B, T + 1, D)
+        """
+        B = codes.shape[0]
+        x = torch.cat([self.start.expand(B, 1, -1), self.frame_embedding(codes)], dim=1)
+        x = x + self.speaker_emb(speakers)[:, None]
+        return x if aligned is None else x + aligned
+
+    def layout(self, text_lens: torch.Tensor, n_text: int, n_audio: int):
+        """Positions (B, L) and the attention mask (B, 1, L, L) of a padded [text | audio] sequence.
+
+        Text padding sits between the text and the audio; rotary positions skip it and the mask hides
+        it, so an item's outputs do not depend on how much padding its batch has.
+        """
+        dev = text_lens.device
+        B = text_lens.shape[0]
+        n_text = n_text if self.cfg.text_prefix else 0
+        t = torch.arange(n_text, device=dev).expand(B, -1)
+        a = torch.arange(n_audio, device=dev)[None] + (text_lens[:, None] if n_text else 0)
+        positions = torch.cat([t, a.expand(B, -1)], dim=1)  # (B, L)
+        L = n_text + n_audio
+        key_ok = torch.ones(B, L, dtype=torch.bool, device=dev)
+        key_ok[:, :n_text] = t < text_lens[:, None]
+        causal = torch.ones(L, L, dtype=torch.bool, device=dev).tril()
+        mask = (causal[None] & key_ok[:, None]) | torch.eye(L, dtype=torch.bool, device=dev)  # no empty row
+        return positions, mask[:, None]
+
+    def predict(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, L, D) -> codebook logits (B, L, n_code_heads, K), stop logits (B, L)."""
+        return torch.stack([head(h) for head in self.heads], dim=2), self.stop_head(h).squeeze(-1)
+
+    @torch.no_grad()
+    def generate(self, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor, **kw):
+        """Batched generation -> codes (B, T, n_q), lengths (B,); keywords as ``generate.generate``."""
+        return generate(self, text, text_lens, speakers, **kw)
+
+    # -- training
+
+    def forward(
+        self, text: torch.Tensor, text_lens: torch.Tensor, codes: torch.Tensor, code_lens: torch.Tensor,
+        speakers: torch.Tensor, ended: torch.Tensor | None = None, durations: torch.Tensor | None = None,
+    ) -> TalkerOutput:
+        """text (B, N) long, text_lens (B,), codes (B, F, n_q) long, code_lens (B,), speakers (B,).
+
+        ended (B,) bool: False for items truncated to F frames (no stop target, free alignment end).
+        durations (B, N) sub-frames per token: a given alignment instead of the search (no align/dur loss).
+        """
+        cfg = self.cfg
+        B, Fr, _ = codes.shape
+        ended = torch.ones(B, dtype=torch.bool, device=codes.device) if ended is None else ended
+        prefix = self.encode_text(text, text_lens)  # (B, N, D)
+        losses: dict[str, torch.Tensor] = {}
+        counts: dict[str, torch.Tensor] = {}
+        aligned = None
+        if self.aligner is not None and durations is not None:
+            path = durations_to_path(durations, Fr * cfg.sub_frames)
+            aligned = aligned_states(self.aligner, prefix, path, code_lens, Fr + 1)  # (B, F + 1, D)
+        elif self.aligner is not None:
+            align = self.aligner(prefix, text_lens, codes, code_lens, ended)
+            losses.update(align.losses)
+            counts.update(align.counts)
+            durations = align.durations
+            aligned = aligned_states(self.aligner, prefix, align.path, code_lens, Fr + 1)  # (B, F + 1, D)
+        x = self.audio_inputs(codes, speakers, aligned)  # (B, F + 1, D)
+        if cfg.text_prefix:
+            x = torch.cat([prefix, x], dim=1)
+        positions, mask = self.layout(text_lens, text.shape[1], Fr + 1)
+        h = self.decoder(x, positions, mask, last=Fr + 1)  # (B, F + 1, D) audio positions
+        logits, stop_logits = self.predict(h)
+        logits = logits[:, :Fr]  # (B, F, n_code_heads, K)
+
+        frame_ok = torch.arange(Fr, device=codes.device)[None] < code_lens[:, None]  # (B, F)
+        metrics: dict[str, torch.Tensor] = {}
+        counts.update({f"c{k}": frame_ok.sum() for k in range(cfg.n_q)})
+        for k in range(logits.shape[2]):
+            ce = F.cross_entropy(logits[:, :, k].flatten(0, 1).float(), codes[..., k].flatten(), reduction="none")
+            losses[f"c{k}"] = masked_mean(ce.view(B, Fr), frame_ok)
+            hit = (logits[:, :, k].argmax(-1) == codes[..., k]).float()
+            metrics[f"c{k}_accuracy"] = masked_mean(hit, frame_ok)
+        if self.depth is not None:
+            depth_ce, depth_hit = self.depth.loss(h[:, :Fr], codes, frame_ok)
+            for k in range(1, cfg.n_q):
+                losses[f"c{k}"], metrics[f"c{k}_accuracy"] = depth_ce[k - 1], depth_hit[k - 1]
+        pos = torch.arange(Fr + 1, device=codes.device)[None]
+        stop_target = (pos == code_lens[:, None]).float()
+        stop_ok = (pos <= code_lens[:, None]) & (ended[:, None] | (pos < code_lens[:, None]))
+        bce = F.binary_cross_entropy_with_logits(stop_logits.float(), stop_target, reduction="none")
+        losses["stop"] = masked_mean(bce, stop_ok)
+        counts["stop"] = stop_ok.sum()
+        metrics["stop_accuracy"] = masked_mean(((stop_logits > 0).float() == stop_target).float(), stop_ok)
+        losses["loss"] = sum(cfg.weight(name) * value for name, value in losses.items())
+        return TalkerOutput(losses, counts, metrics, logits, stop_logits, durations)

@@ -1,0 +1,35 @@
+"""What both Talker families share beyond their layers: the output of a training forward, the frame limit
+of generation, and perplexity."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from muomni.models.talker.config import SharedConfig
+
+FRAME_LIMIT_FACTOR = 3  # generation stops at this many times the training max_frames ...
+MIN_FRAME_LIMIT = 64  # ... taken as at least this many frames (5.1 s at 12.5 frames/s)
+MAX_LOG_PERPLEXITY = 50.0  # exp() of a diverged cross-entropy would overflow
+
+
+@dataclass
+class TalkerOutput:
+    losses: dict[str, torch.Tensor]  # named, unweighted; "loss" is the weighted total
+    counts: dict[str, torch.Tensor]  # per named loss, the number of elements it averages over (for DDP shares)
+    metrics: dict[str, torch.Tensor]  # accuracies (c0_accuracy, c1_accuracy, ..., stop_accuracy)
+    logits: torch.Tensor  # (B, F, n_code_heads, K): codebook logits at the audio positions 0..F-1
+    stop_logits: torch.Tensor | None  # (B, F + 1); None for the trm Talker, which predicts its length instead
+    durations: torch.Tensor | None  # (B, N) sub-frames per text token from the alignment search
+    lengths: torch.Tensor | None = None  # (B,) predicted frame counts (trm)
+
+
+def frame_limit(cfg: SharedConfig, max_frames: int | None = None) -> int:
+    """The most frames one item may get: max_frames when given, else 3 x the training max_frames (at least 64)."""
+    return max_frames or FRAME_LIMIT_FACTOR * max(cfg.max_frames, MIN_FRAME_LIMIT)
+
+
+def perplexity(ce: float) -> float:
+    return math.exp(min(ce, MAX_LOG_PERPLEXITY))
