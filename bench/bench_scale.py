@@ -30,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from muomni.audio import HOP_LENGTH, N_MELS  # noqa: E402
 from muomni.config import read_json_with_base  # noqa: E402
 
 THREADS = 1  # per measurement: the figures compare like with like on a shared machine
@@ -62,7 +63,8 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
 
         model = CodecModel(CodecConfig(**cfg["model"])).to(device)
         batch = batch or cfg["train"].get("batch_size", 16)
-        mel = torch.randn(batch, cfg["train"].get("crop_frames", 16) * model.cfg.frames_per_token, 128, device=device)
+        crop = cfg["train"].get("crop_frames", 16) * model.cfg.frames_per_token
+        mel = torch.randn(batch, crop, N_MELS, device=device)
         weights = cfg["train"].get("loss_weights", {"recon": 1.0, "commit": 0.25})
         fn, params = maybe_compile(model, compiled), list(model.parameters())
 
@@ -109,8 +111,8 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
         gen, disc = Generator(hcfg).to(device), Discriminators(hcfg).to(device)
         on_cpu_v1 = preset == "vocoder_v1" and device.type == "cpu"
         batch = batch or (VOCODER_V1_BATCH if on_cpu_v1 else cfg["train"].get("batch_size", 2))
-        mel = torch.randn(batch, SEGMENT_FRAMES, 128, device=device) - 4
-        wav = 0.1 * torch.randn(batch, SEGMENT_FRAMES * 256, device=device)
+        mel = torch.randn(batch, SEGMENT_FRAMES, N_MELS, device=device) - 4
+        wav = 0.1 * torch.randn(batch, SEGMENT_FRAMES * HOP_LENGTH, device=device)
         mel_fn = MelSpectrogram().to(device)
         g_fn, d_fn = maybe_compile(gen, compiled), maybe_compile(disc, compiled)
         params = list(gen.parameters()) + list(disc.parameters())
@@ -228,8 +230,10 @@ def decode_rate(compiled: bool, batch: int = 8, frames: int = 200, device: str =
 
     device = torch.device(device)
     torch.manual_seed(0)
-    model = Talker(TalkerConfig(**{**preset_config("talker_tiny")["model"], "vocab_size": 64, "n_q": 2,
-                                   "codebook_size": 128})).to(device).eval()
+    codec = preset_config("codec_tiny")["model"]  # the codec talker_tiny pairs with
+    model = Talker(TalkerConfig(**{**preset_config("talker_tiny")["model"], "vocab_size": 64,
+                                   "n_q": codec["n_codebooks"], "codebook_size": codec["codebook_size"]}))
+    model = model.to(device).eval()
     text = torch.randint(2, 64, (batch, 50), device=device)
     lens, spk = torch.full((batch,), 50, device=device), torch.zeros(batch, dtype=torch.long, device=device)
     step = compiled_decode_step(device.type) if compiled else None

@@ -35,6 +35,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_scale import build_step, preset_config  # noqa: E402
 
+from muomni.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE  # noqa: E402
+from muomni.models.codec import FRAMES_PER_TOKEN  # noqa: E402
+
 BUDGET_GB = 12.0
 TRAIN_PRESETS = ["codec_tiny", "codec_base", "talker_tiny", "talker_base", "talker_trm_tiny", "vocoder_tiny",
                  "vocoder_v1"]
@@ -88,7 +91,7 @@ def fp16_overflow_row(device: torch.device, smoke: bool) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, init_scale=2.0**16)
     batch, crop = (1, 2) if smoke else (cfg["train"]["batch_size"], cfg["train"]["crop_frames"])
-    mel = torch.randn(batch, crop * model.cfg.frames_per_token, 128, device=device)
+    mel = torch.randn(batch, crop * model.cfg.frames_per_token, N_MELS, device=device)
     cast = torch.autocast(device.type, dtype=torch.float16) if device.type == "cuda" else torch.autocast(
         device.type, enabled=False)
     skipped, scales, losses = 0, [], []
@@ -118,13 +121,16 @@ def _tiny_talker(device: torch.device):
     from muomni.models.talker import Talker, TalkerConfig
 
     model_cfg = read_json_with_base(ROOT / "configs" / "talker_tiny.json")["model"]
+    codec = preset_config("codec_tiny")["model"]  # the codec it pairs with
     torch.manual_seed(0)
-    return Talker(TalkerConfig(**{**model_cfg, "vocab_size": 40, "n_q": 2, "codebook_size": 128})).to(device).eval()
+    return Talker(TalkerConfig(**{**model_cfg, "vocab_size": 40, "n_q": codec["n_codebooks"],
+                                  "codebook_size": codec["codebook_size"]})).to(device).eval()
 
 
 def _decode_inputs(device: torch.device, frames: int, text: int = 50, batch: int = 1):
     tokens = torch.randint(2, 40, (batch, text), device=device)
-    durations = torch.full((batch, text), frames * 5 // text, device=device)  # exactly `frames` code frames
+    # exactly `frames` code frames of FRAMES_PER_TOKEN sub-frames (the duration path's unit, sub_frames)
+    durations = torch.full((batch, text), frames * FRAMES_PER_TOKEN // text, device=device)
     return tokens, torch.full((batch,), text, device=device), torch.zeros(batch, dtype=torch.long, device=device), \
         durations
 
@@ -188,11 +194,11 @@ def vocoder_rows(device: torch.device, smoke: bool) -> list[dict]:
 
     rows = []
     seconds = 0.25 if smoke else 5.0
-    frames = int(seconds * 16000 / 256)
+    frames = int(seconds * SAMPLE_RATE / HOP_LENGTH)
     for preset in ["vocoder_tiny"] if smoke else ["vocoder_tiny", "vocoder_v1"]:
         torch.manual_seed(0)
         gen = Generator(HiFiGANConfig(**preset_config(preset)["model"])).to(device).eval()
-        mel = torch.randn(1, frames, 128, device=device) - 4
+        mel = torch.randn(1, frames, N_MELS, device=device) - 4
         with torch.no_grad():
             gen(mel)
             _sync(device)
@@ -200,8 +206,8 @@ def vocoder_rows(device: torch.device, smoke: bool) -> list[dict]:
             wav = gen(mel)
             _sync(device)
         elapsed = time.perf_counter() - start
-        rows.append({"check": f"vocoder {preset} real-time factor", "audio_s": round(wav.shape[-1] / 16000, 2),
-                     "rtf": round(elapsed / (wav.shape[-1] / 16000), 4)})
+        rows.append({"check": f"vocoder {preset} real-time factor", "audio_s": round(wav.shape[-1] / SAMPLE_RATE, 2),
+                     "rtf": round(elapsed / (wav.shape[-1] / SAMPLE_RATE), 4)})
     return rows
 
 

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+INIT_STD = 0.02  # GPT-2's initialisation of weights and learned vectors
+
 
 class TransformerSettings(Protocol):
     """What the layers read from a config; both Talker families' configs have these fields."""
@@ -187,7 +189,7 @@ class Transformer(nn.Module):
 def init_weights(module: nn.Module) -> None:
     """GPT-2 initialisation (normal, std 0.02; zero biases) for ``module.apply``."""
     if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d)):
-        nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(module.weight, std=INIT_STD)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
 

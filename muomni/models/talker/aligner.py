@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from muomni.models.layers import INIT_STD
 from muomni.models.talker.config import TalkerConfig
 
 
@@ -63,7 +64,7 @@ class Aligner(nn.Module):
         self.prior = nn.ModuleList(nn.Linear(cfg.d_model, cfg.codebook_size) for _ in range(self.n_align))
         self.duration = DurationPredictor(cfg.d_model, cfg.dur_kernel)
         self.frame_proj = nn.Linear(cfg.sub_frames * cfg.d_model, cfg.d_model)
-        self.end_state = nn.Parameter(torch.randn(cfg.d_model) * 0.02)  # audio positions past the last frame
+        self.end_state = nn.Parameter(torch.randn(cfg.d_model) * INIT_STD)  # audio positions past the last frame
 
     def encode(self, x: torch.Tensor, text_lens: torch.Tensor) -> torch.Tensor:
         """Embedded text (B, N, D) -> encoder states (B, N, D), attending both ways."""

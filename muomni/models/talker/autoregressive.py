@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from muomni.models.layers import Transformer, init_weights, masked_mean
+from muomni.models.layers import INIT_STD, Transformer, init_weights, masked_mean
 from muomni.models.talker.aligner import Aligner, aligned_states, durations_to_path
 from muomni.models.talker.common import TalkerOutput
 from muomni.models.talker.config import TalkerConfig
@@ -43,7 +43,7 @@ class Talker(nn.Module):
         self.text_emb = nn.Embedding(cfg.vocab_size, d)
         self.speaker_emb = nn.Embedding(max(cfg.n_speakers, 1), d)
         self.code_emb = nn.ModuleList(nn.Embedding(cfg.codebook_size, d) for _ in range(cfg.n_q))
-        self.start = nn.Parameter(torch.randn(d) * 0.02)
+        self.start = nn.Parameter(torch.randn(d) * INIT_STD)
         self.aligner = Aligner(cfg, Transformer(cfg, cfg.encoder_layers)) if cfg.duration_path else None
         self.decoder = Transformer(cfg, cfg.n_layers)
         self.heads = nn.ModuleList(nn.Linear(d, cfg.codebook_size, bias=False) for _ in range(cfg.n_code_heads))
