@@ -74,12 +74,12 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
             return sum(weights.get(k, 0.0) * v for k, v in out.losses.items())  # unweighted losses are logged only
 
     elif preset.startswith("talker"):
-        from muomni.models.talker import Talker, TalkerConfig
+        from muomni.models.talker import build_talker, talker_config
 
         codec = preset_config("codec_base" if "base" in preset else "codec_tiny")["model"]  # the codec it pairs with
-        model = Talker(TalkerConfig(**{**cfg["model"], "vocab_size": 64, "n_q": codec["n_codebooks"],
-                                       "codebook_size": codec["codebook_size"], "max_text": TALKER_TEXT,
-                                       "max_frames": TALKER_FRAMES})).to(device)
+        model = build_talker(talker_config(**{**cfg["model"], "vocab_size": 64, "n_q": codec["n_codebooks"],
+                                              "codebook_size": codec["codebook_size"], "max_text": TALKER_TEXT,
+                                              "max_frames": TALKER_FRAMES})).to(device)
         batch = batch or cfg["train"].get("batch_size", 16)
         g = torch.Generator().manual_seed(0)
         data = {"text": torch.randint(2, 64, (batch, TALKER_TEXT), generator=g),
