@@ -25,7 +25,7 @@ from muomni.config import ConfigError, config_from_dict
 from muomni.models.codec import FRAMES_PER_TOKEN
 
 # Settings of one family that the flat config of 1d736d9 and before also held for the other, with the value
-# every such config had (the old defaults): dropped on load where they hold it.
+# every such config had (the old defaults): dropped on load, with a warning where they hold another value.
 AR_ONLY: dict[str, Any] = {"text_prefix": True, "duration_path": True, "align_codebooks": 1, "dur_kernel": 3,
                            "depth_layers": 0, "decoder_fraction": 0.0625}
 TRM_ONLY: dict[str, Any] = {"H_cycles": 3, "L_cycles": 6, "share_output_heads": False}
