@@ -1,4 +1,4 @@
-"""Data-parallel collectives that reduce to the identity in one process (docs/DESIGN.md §7).
+"""Data-parallel collectives that reduce to the identity in one process (docs/DESIGN.md §8).
 
 Every helper may be called unconditionally: without a process group (one process, the CPU demo,
 the tests) it returns its input, so the stage scripts hold no ``if distributed`` branches. Under
@@ -8,6 +8,7 @@ the tests) it returns its input, so the stage scripts hold no ``if distributed``
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch
@@ -103,3 +104,25 @@ def any_ranks(flags: list[bool]) -> list[bool]:
     value = torch.tensor([float(f) for f in flags], device=collective_device())
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return [bool(v) for v in value.tolist()]
+
+
+def leave_process_group() -> None:
+    """Destroy the process group, every rank together (at the end of a run; nothing without a group)."""
+    if not dist.is_initialized():
+        return
+    # Every rank leaves together: a rank that tears down its gloo pairs while another still
+    # writes its last checkpoint aborts the process ("terminate called without an active exception").
+    # Not while an error unwinds (Run.close in a finally): the other ranks would wait for this one.
+    if sys.exc_info()[0] is None:
+        work = dist.barrier(async_op=True)
+        work.wait()
+        # gloo's worker thread drops its reference to the finished barrier (and to the collectives
+        # before it, whose tensors Python created) after this rank wakes up. Were that the last
+        # reference, it would need the GIL, which this thread holds while the process group's
+        # destructor (when the DDP wrapper is freed) joins that worker: both wait forever.
+        # Holding the barrier here until the interpreter exits makes the worker's release free.
+        _FINISHED_WORK.append(work)
+    dist.destroy_process_group()
+
+
+_FINISHED_WORK: list[Any] = []  # see leave_process_group
