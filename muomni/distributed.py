@@ -126,3 +126,41 @@ def leave_process_group() -> None:
 
 
 _FINISHED_WORK: list[Any] = []  # see leave_process_group
+
+
+# ---------------------------------------------------------------- tensor collectives of the codebooks
+# The RVQ codebooks are buffers that no gradient all-reduce touches: models/quantize.py keeps the replicas
+# equal with these three (docs/DESIGN.md §4). Torch-only, so a model file may import them.
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Sum a statistic over data-parallel ranks (in place); identity in a single process."""
+    if is_distributed():
+        dist.all_reduce(t)
+    return t
+
+
+def broadcast_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Make every rank hold rank 0's copy (in place; k-means init, dead-code replacement); identity in one process."""
+    if is_distributed():
+        dist.broadcast(t, src=0)
+    return t
+
+
+def gather_batch(z: torch.Tensor) -> torch.Tensor:
+    """The global batch (B, T, D) from every rank's share (B_r, T, D); identity in one process.
+
+    Ranks hold interleaved shares (``training.BatchOrder``: rank r takes items r, r + world, ...), so
+    item b of the global batch is item b // world of rank b % world: the order one process sees.
+    """
+    if not is_distributed():
+        return z
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.long, device=z.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([z.shape[0]], device=z.device))
+    sizes = [int(n) for n in sizes]
+    padded = z.new_zeros(max(sizes), *z.shape[1:])
+    padded[: z.shape[0]] = z
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.stack([parts[b % world][b // world] for b in range(sum(sizes))])
