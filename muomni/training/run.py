@@ -47,7 +47,7 @@ class Run:
         self.runlog = RunLog(self.dir, stage, self.is_main)
         self.checkpoints = Checkpointer(cfg, stage, args, self.rank, self.world, self.folder, self.runlog)
         self.stopper = StopControl(train.max_minutes, self.world, self.runlog)
-        self.steps = StepGuard(train.max_bad_steps, self.world, self.dir, self.runlog)
+        self.guard = StepGuard(train.max_bad_steps, self.world, self.dir, self.runlog)
         if self.is_main:  # fail before any training if the folder can't be written or would clobber a run
             self.folder.check_writable()
             self.checkpoints.check_folder()
@@ -62,7 +62,7 @@ class Run:
     def save(self, step: int, objects: dict[str, Any], metric: float | None = None,
              extra: dict[str, Any] | None = None) -> Path | None:
         """Write step_XXXXXXXX.pt (and best.pt for the lowest metric so far); every rank calls it."""
-        return self.checkpoints.save(step, objects, metric, extra, counts=self.steps.counts())
+        return self.checkpoints.save(step, objects, metric, extra, counts=self.guard.counts())
 
     def resume_payload(self) -> dict[str, Any] | None:
         """The newest valid step checkpoint when --resume was given, else None."""
@@ -73,7 +73,7 @@ class Run:
         if payload is None:
             return 0
         step = self.checkpoints.restore(payload, objects)
-        self.steps.load_counts(payload)
+        self.guard.load_counts(payload)
         self.runlog.truncate(step)
         return step
 
@@ -140,20 +140,20 @@ class Run:
 
     @property
     def bad_steps(self) -> int:
-        return self.steps.bad_steps
+        return self.guard.bad_steps
 
     @property
     def overflow_steps(self) -> int:
-        return self.steps.overflow_steps
+        return self.guard.overflow_steps
 
     @property
     def bad_in_a_row(self) -> int:
-        return self.steps.bad_in_a_row
+        return self.guard.bad_in_a_row
 
     def optimizer_step(self, step: int, optimizer: torch.optim.Optimizer, parameters, scaler=None,
                        clip: float = 0.0, loss: torch.Tensor | float | None = None, name: str = "") -> StepResult:
         """The one optimizer step of every stage (see :meth:`StepGuard.optimizer_step` for the policy)."""
-        return self.steps.optimizer_step(step, optimizer, parameters, scaler, clip, loss, name)
+        return self.guard.optimizer_step(step, optimizer, parameters, scaler, clip, loss, name)
 
     @property
     def stop_requested(self) -> bool:
@@ -188,7 +188,7 @@ class Run:
     def finish(self, step: int) -> int:
         """Record why the run ended (stats.json "ended"), close the run; returns the exit status."""
         reason = self.end_reason
-        self.folder.record_end({"reason": reason, "step": int(step), **self.steps.counts()})
+        self.folder.record_end({"reason": reason, "step": int(step), **self.guard.counts()})
         if reason == "signal":
             self.info(f"stopped at step {step}; continue with --resume")
         self.close()
@@ -198,7 +198,7 @@ class Run:
         self.stopper.install_signal_handlers()
 
     def close(self) -> None:
-        self.stopper.deadline = None  # a finished run is not out of time
+        self.stopper.stop_clock()
         self.runlog.close()
         if self.world > 1:
             leave_process_group()

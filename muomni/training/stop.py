@@ -40,6 +40,9 @@ class StopControl:
         if self.max_minutes > 0:  # the budget counts training, not data caching and setup
             self.deadline = _clock() + 60 * self.max_minutes
 
+    def stop_clock(self) -> None:
+        self.deadline = None  # a finished run is not out of time
+
     def step_done(self) -> bool:
         """Agree whether to stop after this step (one collective under DDP); returns the agreed stop."""
         late = self.deadline is not None and _clock() > self.deadline
