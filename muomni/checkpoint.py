@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from .export import META, WEIGHTS, load_exported
+
 CHECKPOINT_VERSION = 1
 STEP_PATTERN = re.compile(r"^step_(\d{8})\.pt$")
 
@@ -51,8 +53,6 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict[str, Any
 
     ``path`` is a checkpoint file, an exported model folder, or a run folder (its newest step checkpoint).
     """
-    from .export import META
-
     path = Path(path)
     if path.is_dir() and not (path / META).is_file() and step_checkpoints(path):
         path = step_checkpoints(path)[-1][1]
@@ -70,13 +70,14 @@ def load_checkpoint(path: str | Path, stage: str | None = None) -> dict[str, Any
 
 
 def _load_exported(path: Path) -> dict[str, Any]:
-    from .export import META, WEIGHTS, load_exported
-
     if not (path / META).is_file() or not (path / WEIGHTS).is_file():
         raise CheckpointError(f"{path}: a folder, but neither a run folder with step checkpoints nor an exported "
                               f"model ({META} and {WEIGHTS} expected)")
     try:
         return load_exported(path)
+    except ImportError:
+        raise CheckpointError(f"{path}: an exported model; reading it needs safetensors: "
+                              "pip install 'muomni[export]'") from None
     except Exception as err:
         raise CheckpointError(f"{path}: damaged exported model ({err})") from None
 

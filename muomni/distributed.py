@@ -1,4 +1,4 @@
-"""Data-parallel collectives that reduce to the identity in one process (docs/DESIGN.md §7).
+"""Data-parallel collectives that reduce to the identity in one process (docs/DESIGN.md §8).
 
 Every helper may be called unconditionally: without a process group (one process, the CPU demo,
 the tests) it returns its input, so the stage scripts hold no ``if distributed`` branches. Under
@@ -8,6 +8,7 @@ the tests) it returns its input, so the stage scripts hold no ``if distributed``
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import torch
@@ -103,3 +104,63 @@ def any_ranks(flags: list[bool]) -> list[bool]:
     value = torch.tensor([float(f) for f in flags], device=collective_device())
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return [bool(v) for v in value.tolist()]
+
+
+def leave_process_group() -> None:
+    """Destroy the process group, every rank together (at the end of a run; nothing without a group)."""
+    if not dist.is_initialized():
+        return
+    # Every rank leaves together: a rank that tears down its gloo pairs while another still
+    # writes its last checkpoint aborts the process ("terminate called without an active exception").
+    # Not while an error unwinds (Run.close in a finally): the other ranks would wait for this one.
+    if sys.exc_info()[0] is None:
+        work = dist.barrier(async_op=True)
+        work.wait()
+        # gloo's worker thread drops its reference to the finished barrier (and to the collectives
+        # before it, whose tensors Python created) after this rank wakes up. Were that the last
+        # reference, it would need the GIL, which this thread holds while the process group's
+        # destructor (when the DDP wrapper is freed) joins that worker: both wait forever.
+        # Holding the barrier here until the interpreter exits makes the worker's release free.
+        _FINISHED_WORK.append(work)
+    dist.destroy_process_group()
+
+
+_FINISHED_WORK: list[Any] = []  # see leave_process_group
+
+
+# ---------------------------------------------------------------- tensor collectives of the codebooks
+# The RVQ codebooks are buffers that no gradient all-reduce touches: models/quantize.py keeps the replicas
+# equal with these three (docs/DESIGN.md §4). Torch-only, so a model file may import them.
+
+
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Sum a statistic over data-parallel ranks (in place); identity in a single process."""
+    if is_distributed():
+        dist.all_reduce(t)
+    return t
+
+
+def broadcast_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Make every rank hold rank 0's copy (in place; k-means init, dead-code replacement); identity in one process."""
+    if is_distributed():
+        dist.broadcast(t, src=0)
+    return t
+
+
+def gather_batch(z: torch.Tensor) -> torch.Tensor:
+    """The global batch (B, T, D) from every rank's share (B_r, T, D); identity in one process.
+
+    Ranks hold interleaved shares (``muomni.training.BatchOrder``: rank r takes items r, r + world, ...), so
+    item b of the global batch is item b // world of rank b % world: the order one process sees.
+    """
+    if not is_distributed():
+        return z
+    world = dist.get_world_size()
+    sizes = [torch.zeros(1, dtype=torch.long, device=z.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([z.shape[0]], device=z.device))
+    sizes = [int(n) for n in sizes]
+    padded = z.new_zeros(max(sizes), *z.shape[1:])
+    padded[: z.shape[0]] = z
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.stack([parts[b % world][b // world] for b in range(sum(sizes))])

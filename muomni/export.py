@@ -3,7 +3,7 @@
 The folder holds ``weights.safetensors`` (every tensor of the checkpoint's model entries,
 nested keys joined with '/') and ``checkpoint.json`` (everything else: stage, config,
 vocabulary). Training state (optimizers, schedulers, scalers, RNG, data order) is left out.
-``muomni.training.load_checkpoint`` reads such a folder as it reads a checkpoint file.
+``muomni.checkpoint.load_checkpoint`` reads such a folder as it reads a checkpoint file.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def export_checkpoint(payload: dict[str, Any], out_dir: str | Path) -> Path:
 
 def load_exported(folder: str | Path) -> dict[str, Any]:
     """The payload of an exported folder, as load_checkpoint returns it (no pickle involved)."""
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # optional (muomni[export]); load_checkpoint names it when missing
 
     folder = Path(folder)
     meta = json.loads((folder / META).read_text())

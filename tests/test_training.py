@@ -181,10 +181,10 @@ def test_batch_order_shards_the_global_batch():
 def test_max_minutes_stops_at_a_step_boundary_and_resume_continues(tmp_path, monkeypatch):
     """train.max_minutes: once the budget has passed, stop_requested turns true (out_of_time, not a signal); the
     loop saves where it stopped and --resume carries on to train.steps."""
-    from muomni import training
+    from muomni.training import stop
 
     now = [0.0]
-    monkeypatch.setattr(training, "_clock", lambda: now[0])
+    monkeypatch.setattr(stop, "_clock", lambda: now[0])
     cfg = _cfg(tmp_path, steps=10, save_every=100, max_minutes=0.45)
     run = Run(cfg, "toy", _args())
     model = nn.Linear(4, 1)

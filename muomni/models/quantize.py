@@ -13,10 +13,10 @@ for half precision.
 
 Data parallel (DDP): the codebooks are buffers that no gradient all-reduce touches, so the quantizer
 keeps the replicas equal itself. EMA cluster sizes and latent sums are summed over ranks
-(``_all_reduce``); k-means and dead-code replacement draw from the latents of the whole global batch,
-gathered in the single-process order (``_gather_batch``), with rank 0's random draw (``_broadcast``).
+(``sum_over_ranks``); k-means and dead-code replacement draw from the latents of the whole global batch,
+gathered in the single-process order (``gather_batch``), with rank 0's random draw (``broadcast_tensor``).
 N processes then hold the codebooks that one process would hold with the same global batch. All
-three are identities unless ``torch.distributed`` is initialised.
+three (in ``muomni/distributed.py``) are identities in a single process.
 """
 
 from __future__ import annotations
@@ -25,46 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    """Sum a statistic over data-parallel ranks (in place); identity in a single process."""
-    if _distributed():
-        dist.all_reduce(t)
-    return t
-
-
-def _broadcast(t: torch.Tensor) -> torch.Tensor:
-    """Make every rank hold rank 0's copy (k-means init, dead-code replacement); identity in one process."""
-    if _distributed():
-        dist.broadcast(t, src=0)
-    return t
-
-
-def _gather_batch(z: torch.Tensor) -> torch.Tensor:
-    """The global batch (B, T, D) from every rank's share (B_r, T, D); identity in one process.
-
-    Ranks hold interleaved shares (``training.BatchOrder``: rank r takes items r, r + world, ...), so
-    item b of the global batch is item b // world of rank b % world: the order one process sees.
-    """
-    if not _distributed():
-        return z
-    world = dist.get_world_size()
-    sizes = [torch.zeros(1, dtype=torch.long, device=z.device) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([z.shape[0]], device=z.device))
-    sizes = [int(n) for n in sizes]
-    padded = z.new_zeros(max(sizes), *z.shape[1:])
-    padded[: z.shape[0]] = z
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    return torch.stack([parts[b % world][b // world] for b in range(sum(sizes))])
+from muomni.distributed import broadcast_tensor, gather_batch, sum_over_ranks
 
 
 @torch.compiler.disable  # a one-off draw; compiled, randperm(N)[:n] with N == n trips an inductor pattern (torch 2.13)
@@ -81,7 +45,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int) -> tuple[torch.Tensor, torch.Ten
     Under DDP x must be the same on every rank (the gathered global batch): the seeds are rank 0's
     draw and the iterations are then deterministic, so every replica gets the same codebook.
     """
-    centroids = _broadcast(_sample(x, k).clone())
+    centroids = broadcast_tensor(_sample(x, k).clone())
     counts = torch.zeros(k, device=x.device)
     for _ in range(iters):
         assign = torch.cdist(x, centroids).argmin(dim=1)  # (N,)
@@ -204,8 +168,8 @@ class EuclideanCodebook(nn.Module):
                    everyone: Callable[[], torch.Tensor]) -> dict[str, torch.Tensor]:
         """The EMA step on latents x (N, D) with their codes (N,), then dead-code replacement, as new
         tensors (the buffers are not touched). Counts and sums are summed over ranks."""
-        onehot_sum = _all_reduce(torch.bincount(codes, minlength=self.size).float())  # (K,)
-        embed_sum = _all_reduce(torch.zeros_like(state["embed"]).index_add_(0, codes, x))  # (K, D)
+        onehot_sum = sum_over_ranks(torch.bincount(codes, minlength=self.size).float())  # (K,)
+        embed_sum = sum_over_ranks(torch.zeros_like(state["embed"]).index_add_(0, codes, x))  # (K, D)
         cluster_size = state["cluster_size"].lerp(onehot_sum, 1 - self.decay)
         embed_avg = state["embed_avg"].lerp(embed_sum, 1 - self.decay)
         # Laplace smoothing keeps rare codes from dividing by ~0 (VQ-VAE-2 / Sonnet implementation).
@@ -220,7 +184,7 @@ class EuclideanCodebook(nn.Module):
             # Relative to the uniform rate, the threshold means the same for any batch and codebook size.
             uniform = cluster_size.sum() / self.size
             dead = self._dead(cluster_size)  # (K,); the same on every rank
-            fresh = _broadcast(_sample(everyone(), self.size))  # (K, D)
+            fresh = broadcast_tensor(_sample(everyone(), self.size))  # (K, D)
             embed = torch.where(dead[:, None], fresh, embed)
             embed_avg = torch.where(dead[:, None], fresh * uniform, embed_avg)
             cluster_size = torch.where(dead, uniform, cluster_size)
@@ -277,7 +241,7 @@ class VectorQuantizer(nn.Module):
             flat = z.reshape(-1, z.shape[-1]).detach()
 
             def everyone() -> torch.Tensor:  # latents of the global batch (B*T over all ranks, Dc)
-                return _gather_batch(z.detach()).reshape(-1, z.shape[-1])
+                return gather_batch(z.detach()).reshape(-1, z.shape[-1])
 
             if self.training:  # codes from the codebook before this step, decoded by the updated one
                 codes, embed, replaced = self.codebook.step_(flat, everyone)  # (B*T,), (K, Dc), ()
