@@ -31,8 +31,6 @@ from muomni.config import ConfigError
 from muomni.synthesis import MEL_FROM, load_talker, load_vocoder, synthesize_with_mels
 from muomni.training import select_device, write_json
 
-FRAMES_PER_SECOND = 12.5
-
 
 def read_lines(path: Path, default_speaker: str | None) -> list[tuple[str | None, str]]:
     """(speaker, text) per non-comment line; a line with an empty text is an error naming the line."""
@@ -118,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 bundle, [t for _, t in chunk], [s if s is not None else 0 for s, _ in chunk], vocoder,
                 n_iter=args.griffin_lim_iters, mel_from=args.mel_from, temperature=args.temperature, top_k=args.top_k,
                 top_p=args.top_p,
-                seed=args.seed, max_frames=int(args.max_seconds * FRAMES_PER_SECOND), compile=args.compile)
+                seed=args.seed, max_frames=int(args.max_seconds * bundle.codec.cfg.frame_rate), compile=args.compile)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

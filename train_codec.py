@@ -15,23 +15,22 @@ Under ``torchrun --nproc_per_node N`` each rank trains on its share of the globa
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass, field
 
 import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch reads when it loads)
 
 # isort: split
-import numpy as np
 import torch
 
-from muomni.audio import LOG_FLOOR, mel_to_png, save_wav
 from muomni.config import ConfigError, DataConfig, TrainConfig
 from muomni.data import corpus_fingerprint, load_corpus, mel_cache
+from muomni.data.codec import crop_batch, mel_statistics, usable
 from muomni.data.tokenize import mel_cache_dir
 from muomni.distributed import mean_over_ranks
-from muomni.evaluate import griffin_lim
+from muomni.metrics import codec_heldout
 from muomni.models.codec import LOSSES, CodecConfig, CodecModel
+from muomni.samples import codec_samples
 from muomni.training import (
     BatchOrder,
     Run,
@@ -41,7 +40,6 @@ from muomni.training import (
     lr_lambda,
     make_grad_scaler,
     maybe_compile,
-    write_json,
 )
 
 
@@ -67,87 +65,13 @@ class CodecRun:
     train: CodecTrainConfig = field(default_factory=CodecTrainConfig)
 
 
-def usable(cache, items: list, frames_per_token: int, run: Run) -> list[int]:
-    """Indices of cached mels holding at least one whole code frame; the others are skipped with a warning."""
-    keep = []
-    for i, n in enumerate(cache.lengths):
-        if n >= frames_per_token:
-            keep.append(i)
-        else:
-            run.warn(f"skipping {items[i].id}: {n} mel frames, fewer than one code frame ({frames_per_token})")
-    return keep
-
-
 def mel_stats(run: Run, cache, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-bin mean and std (128,) of the training mels, computed once and cached in stats.json."""
     stats = run.read_stats()
     if "mel_mean" not in stats:
-        total = np.zeros(128, np.float64)
-        total_sq = np.zeros(128, np.float64)
-        count = 0
-        for i in indices:
-            mel = cache.get(i).astype(np.float64)
-            total, total_sq, count = total + mel.sum(0), total_sq + (mel**2).sum(0), count + len(mel)
-        mean = total / count
-        stats.update(mel_mean=mean.tolist(), mel_std=np.sqrt(np.maximum(total_sq / count - mean**2, 0)).tolist())
+        stats.update(mel_statistics(cache, indices))
         run.write_stats(stats)
     return torch.tensor(stats["mel_mean"]), torch.tensor(stats["mel_std"])
-
-
-def crop_batch(cache, indices: list[int], frames: int, key: list[int]) -> torch.Tensor:
-    """Random crops of ``frames`` mel frames (B, frames, 128); short items padded with silence (log floor).
-
-    An item's crop depends on ``key`` (seed, step) and the item alone, not on its place in the batch,
-    so a run resumes exactly and a data-parallel rank crops its share as one process would.
-    """
-    batch = np.full((len(indices), frames, 128), math.log(LOG_FLOOR), dtype=np.float32)
-    for b, i in enumerate(indices):
-        mel = cache.get(i)
-        start = int(np.random.default_rng([*key, i]).integers(0, max(len(mel) - frames, 0) + 1))
-        crop = mel[start:start + frames]
-        batch[b, : len(crop)] = crop
-    return torch.from_numpy(batch)
-
-
-@torch.no_grad()
-def evaluate(model: CodecModel, cache, indices: list[int], device: torch.device) -> dict[str, float]:
-    """Held-out log-mel MSE (standardised and raw) and per-codebook usage (% of codes) and perplexity."""
-    model.eval()
-    se = se_raw = count = 0.0
-    codes = []
-    for i in indices:
-        mel = torch.from_numpy(cache.get(i))[None].to(device)  # (1, T, 128)
-        out = model(mel)
-        target = mel[:, : out.mel.shape[1]]
-        se += float(out.losses["recon"]) * target.numel()
-        se_raw += float((out.mel - target).pow(2).sum())
-        count += target.numel()
-        codes.append(out.codes[0])
-    model.train()
-    usage, perplexity = model.usage(torch.cat(codes))
-    metrics = {"mse": se / count, "mse_raw": se_raw / count}
-    for q, (u, p) in enumerate(zip(usage, perplexity)):
-        metrics[f"usage_{q}"], metrics[f"perplexity_{q}"] = 100 * u, p
-    return metrics
-
-
-@torch.no_grad()
-def write_samples(run: Run, step: int, model: CodecModel, cache, items: list, indices: list[int],
-                  n_iter: int) -> None:
-    """Original vs reconstructed mel picture and both as Griffin-Lim wavs, per held-out item."""
-    model.eval()
-    folder, info = run.sample_dir(step), []
-    for k, i in enumerate(indices):
-        mel = torch.from_numpy(cache.get(i))[None].to(next(model.parameters()).device)
-        rec = model(mel).mel[0].cpu()  # (5*T_frames, 128)
-        mel = mel[0, : rec.shape[0]].cpu()
-        name = f"{k:02d}_{items[i].id}"
-        mel_to_png(folder / f"{name}.png", [mel, rec], [f"{items[i].id}: original", f"codec, step {step}"])
-        save_wav(folder / f"{name}_original.wav", griffin_lim(mel, n_iter))
-        save_wav(folder / f"{name}_codec.wav", griffin_lim(rec, n_iter))
-        info.append({"id": items[i].id, "text": items[i].text, "mse_raw": float((rec - mel).pow(2).mean())})
-    write_json(folder / "info.json", {"step": step, "items": info})
-    model.train()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     with run.main_first():  # rank 0 builds the caches and stats.json, the other ranks read them
         train_mels = mel_cache(corpus.train, mel_cache_dir(cfg.data.path), "train")
         held_mels = mel_cache(corpus.heldout, mel_cache_dir(cfg.data.path), "heldout")
-        train_idx = usable(train_mels, corpus.train, per, run)
-        held_idx = usable(held_mels, corpus.heldout, per, run)
+        train_idx = usable(train_mels, corpus.train, per, run.warn)
+        held_idx = usable(held_mels, corpus.heldout, per, run.warn)
         if not train_idx:
             raise SystemExit(f"{cfg.data.path}: no training utterance holds a whole code frame ({per} mel frames)")
         mean, std = mel_stats(run, train_mels, train_idx)
@@ -215,12 +139,12 @@ def main(argv: list[str] | None = None) -> int:
             losses = mean_over_ranks({"loss": loss.item(), **{k: v.item() for k, v in out.losses.items()}})
             run.log(step, {**losses, "lr": sched.get_last_lr()[0], "grad_norm": float(result.grad_norm)})
         if run.is_main and eval_idx and (step % tc.eval_every == 0 or step == tc.steps):
-            metrics = evaluate(model, held_mels, eval_idx, device)
+            metrics = codec_heldout(model, held_mels, eval_idx, device)
             metric = metrics["mse"]
             run.log(step, {**metrics, "replaced_codes": replaced}, split="heldout")
             replaced = 0
         if run.is_main and held_idx and step % tc.sample_every == 0:
-            write_samples(run, step, model, held_mels, corpus.heldout, held_idx[: tc.sample_items],
+            codec_samples(run.sample_dir(step), step, model, held_mels, corpus.heldout, held_idx[: tc.sample_items],
                           tc.griffin_lim_iters)
         if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:
             run.save(step, objects, metric=metric)

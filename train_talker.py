@@ -24,12 +24,16 @@ import torch
 
 from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from muomni.data import corpus_fingerprint, load_corpus
+from muomni.data.talker import TalkerData, read_prompts
 from muomni.distributed import mean_over_ranks, rank_shares
+from muomni.metrics import perplexities, talker_heldout
 from muomni.models.codec import codec_hash, codec_to_dict, load_codec
 from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, count_parameters, perplexity
-from muomni.talker_data import TalkerData, read_prompts
+from muomni.samples import talker_ground_truth, talker_samples
+from muomni.synthesis import TalkerBundle
 from muomni.text import TextProcessor
 from muomni.training import (
+    BatchOrder,
     Run,
     add_run_args,
     autocast,
@@ -126,7 +130,10 @@ def train(cfg: TalkerRun, run: Run) -> int:
                             weight_decay=cfg.train.weight_decay, fused=run.device.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train))
     scaler = make_grad_scaler(run.device, cfg.train.amp)
-    order = data.batch_order(cfg.train.seed, run.rank, run.world)
+    if cfg.train.batching == "dynamic":  # length buckets packed up to max_tokens, or fixed-size shuffled batches
+        order = data.bucket_order(cfg.train.seed, run.rank, run.world)
+    else:
+        order = BatchOrder(len(data.train), cfg.train.batch_size, cfg.train.seed, run.rank, run.world)
     objects = {"model": model, "optim": opt, "sched": sched, "scaler": scaler, "order": order}
     step = run.restore(resume, objects)
     if resume is None:
@@ -139,7 +146,7 @@ def train(cfg: TalkerRun, run: Run) -> int:
     default_prompts = data.heldout_prompts(2) or [(u.speaker, u.text) for u in data.train[:2]]
     prompts = read_prompts(cfg.train.prompts, cfg.train.prompts_file, default_prompts, corpus.speakers)
     if step == 0 and run.is_main and data.heldout:
-        data.write_ground_truth(run.dir / "samples" / "ground_truth", codec, n=len(prompts))
+        talker_ground_truth(run.dir / "samples" / "ground_truth", data.heldout[:len(prompts)], codec)
 
     # ---- loop
     run.progress(step, cfg.train.steps)
@@ -166,7 +173,7 @@ def train(cfg: TalkerRun, run: Run) -> int:
         run.step_done()
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             now, sums = time.perf_counter(), mean_over_ranks({k: float(v) for k, v in sums.items()})
-            run.log(step, {**sums, **_perplexities(sums, m.n_q), "lr": sched.get_last_lr()[0],
+            run.log(step, {**sums, **perplexities(sums, m.n_q), "lr": sched.get_last_lr()[0],
                            "grad_norm": float(grad_norm), "frames_per_s": float(frames_seen) / max(now - t_last, 1e-9),
                            "epoch": order.epoch})
             frames_seen, t_last = frames_seen.zero_(), now
@@ -175,35 +182,21 @@ def train(cfg: TalkerRun, run: Run) -> int:
         if run.is_main and data.heldout and (step % cfg.train.eval_every == 0 or last):
             metric = evaluate(unwrap(model), data, cfg, run, step)
         if run.is_main and (step % cfg.train.sample_every == 0 or last):
-            data.write_samples(unwrap(model), codec, text, prompts, run.sample_dir(step), cfg.train, step)
+            bundle = TalkerBundle(unwrap(model), codec, text, corpus.speakers)
+            talker_samples(run.sample_dir(step), step, bundle, prompts, cfg.train)
         if step % cfg.train.save_every == 0 or last:
             run.save(step, objects, metric=metric, extra=extra)
     return step
 
 
-@torch.no_grad()
 def evaluate(model: torch.nn.Module, data: TalkerData, cfg: TalkerRun, run: Run, step: int) -> float:
-    """Held-out teacher-forced losses, perplexities and accuracies; returns the held-out loss."""
-    model.eval()
-    sums, n = {}, 0
-    for idx in data.heldout_batches(cfg.train.batch_size, cfg.train.eval_batches):
-        out = model(**data.batch(idx, run.device, heldout=True))
-        for k, v in {**out.losses, **out.metrics}.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        n += 1
-    avg = {k: v / max(n, 1) for k, v in sums.items()}
-    run.log(step, {**avg, **_perplexities(avg, cfg.model.n_q)}, split="heldout")
+    """Held-out teacher-forced losses, perplexities and accuracies, logged; returns the held-out loss."""
+    avg = talker_heldout(model, data, cfg.train.batch_size, cfg.train.eval_batches, run.device)
+    run.log(step, {**avg, **perplexities(avg, cfg.model.n_q)}, split="heldout")
     ppl = ", ".join(f"c{k} {perplexity(avg[f'c{k}']):.1f}" for k in range(cfg.model.n_q))
     run.info(f"step {step}: held-out loss {avg['loss']:.3f}, perplexity {ppl}, "
              f"c0_accuracy {avg['c0_accuracy']:.3f}")
     return avg["loss"]
-
-
-def _perplexities(losses: dict[str, float], n_q: int) -> dict[str, float]:
-    out = {f"c{k}_perplexity": perplexity(losses[f"c{k}"]) for k in range(n_q) if f"c{k}" in losses}
-    if out:
-        out["perplexity"] = perplexity(sum(losses[f"c{k}"] for k in range(n_q)) / n_q)
-    return out
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ def run() -> list[dict]:
     from muomni.audio import SAMPLE_RATE, load_audio, log_mel
     from muomni.data import load_corpus
     from muomni.listening import write_listening_page
-    from muomni.scoring import Utterance, score_systems
-    from muomni.synthesis import vocode
+    from muomni.models.griffinlim import mel_to_wav
+    from muomni.scoring import score_systems
 
     data = ROOT / os.environ.get("BENCH_ASR_DATA",
                                  read_json_with_base(ROOT / "configs" / "demo" / "codec.json")["data"]["path"])
@@ -45,11 +45,10 @@ def run() -> list[dict]:
         return [{**row, "metric": "not measured: needs the demo corpus, run make demo first", "value": None,
                  "unit": "", "baseline_value": None, "target": None}]
     items = load_corpus(DataConfig(path=str(data))).heldout[:LIMIT]
-    utts = [Utterance(it.id, it.speaker, it.text) for it in items]
     truth = [load_audio(it.path) for it in items]
-    gl = [vocode(log_mel(w)[0], None, n_iter=32)[: len(w)].numpy() for w in truth]
+    gl = [mel_to_wav(log_mel(w)[0], n_iter=32)[: len(w)].numpy() for w in truth]
     out = ROOT / "outputs" / "bench_asr"  # every transcript, the wavs and a listening page, for a look afterwards
-    scores = score_systems(utts, {"ground_truth": truth, "griffinlim": gl}, ASRS, out)
+    scores = score_systems(items, {"ground_truth": truth, "griffinlim": gl}, ASRS, out)
     (out / "report.json").write_text(json.dumps({"kind": "asr bench", **scores}, indent=2) + "\n")
     write_listening_page(out / "index.html", [{"kind": "asr bench", **scores}], "muomni: Whisper vs pocketsphinx")
     whisper, sphinx = scores["asr"]["recognisers"]

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from muomni.asr import load_asr  # noqa: E402
 from muomni.audio import load_audio, mel_to_png  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
-from muomni.evaluate import griffin_lim  # noqa: E402
+from muomni.models.griffinlim import mel_to_wav  # noqa: E402
 from muomni.wer import word_error_rate  # noqa: E402
 
 
@@ -77,7 +77,7 @@ def score_codec(name: str, path: str, mels: list[torch.Tensor], n_words: int, re
     start = time.perf_counter()
     for key, fn in variants.items():
         recs = [fn(m[None])[0] for m in mels[:n_words]]
-        row[f"wer_{key}"] = wer(refs, transcribe(asr, [griffin_lim(r) for r in recs]))
+        row[f"wer_{key}"] = wer(refs, transcribe(asr, [mel_to_wav(r) for r in recs]))
         print(f"{name} {key}: word error {row[f'wer_{key}']}", file=sys.stderr, flush=True)  # progress
         if png is not None and key == "round_trip":
             png.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         truth = [load_audio(it.path) for it in items]  # item paths already include the corpus root
         rows.append({"design": "ground truth", "wer": wer(refs, transcribe(asr, truth))})
         rows.append({"design": "Griffin-Lim on original mels",
-                     "wer": wer(refs, transcribe(asr, [griffin_lim(m) for m in mels[: args.limit]]))})
+                     "wer": wer(refs, transcribe(asr, [mel_to_wav(m) for m in mels[: args.limit]]))})
         for r in rows:
             print(json.dumps(r), flush=True)
     prefixes = [int(q) for q in args.prefix.split(",") if q]

@@ -74,24 +74,26 @@ def whisper_rows(items: list, originals: list[torch.Tensor], reconstructions: di
         return [{**row, "metric": f"Whisper (not measured: {err})", "value": None, "baseline_value": None,
                  "target": None}]
     from muomni.audio import load_audio
-    from muomni.evaluate import griffin_lim
+    from muomni.models.griffinlim import mel_to_wav
 
     refs = [it.text for _, it in items]
     truth = wer(refs, whisper(asr, [load_audio(it.path) for _, it in items]))
-    original = wer(refs, whisper(asr, [griffin_lim(m) for m in originals]))
+    original = wer(refs, whisper(asr, [mel_to_wav(m) for m in originals]))
     out = [{**row, "metric": "ground truth (corpus wavs)", "value": truth, "baseline_value": original,
             "target": None}]
     for preset, mels in reconstructions.items():
         out.append({**row, "metric": f"{PRESETS[preset][0]} x {PRESETS[preset][1]} (the {preset} rate)",
-                    "value": wer(refs, whisper(asr, [griffin_lim(m) for m in mels])), "baseline_value": original,
+                    "value": wer(refs, whisper(asr, [mel_to_wav(m) for m in mels])), "baseline_value": original,
                     "target": "a trained codec at the same rate must score lower (issue 16: by >= 0.3 at 2 x 128)"})
     return out
 
 
 def run() -> list[dict]:
+    from muomni.asr import transcribe
     from muomni.data import load_corpus, mel_cache
     from muomni.data.tokenize import mel_cache_dir
-    from muomni.evaluate import griffin_lim, transcribe, word_error_by_speaker, word_error_rate
+    from muomni.models.griffinlim import mel_to_wav
+    from muomni.wer import word_error_by_speaker, word_error_rate
 
     data = ROOT / os.environ.get("BENCH_CODEC_DATA",
                                  read_json_with_base(ROOT / "configs" / "demo" / "codec.json")["data"]["path"])
@@ -109,14 +111,14 @@ def run() -> list[dict]:
     refs, speakers = [it.text for _, it in items], [it.speaker for _, it in items]
     originals = [torch.from_numpy(heldout.get(i)).float() for i, _ in items]
     originals = [m[: m.shape[0] // FRAMES * FRAMES] for m in originals]
-    hyps = {"original": transcribe([griffin_lim(m) for m in originals], asr=ASR)}
+    hyps = {"original": transcribe([mel_to_wav(m) for m in originals], asr=ASR)}
     wer_original = word_error_rate(refs, hyps["original"])
     rows, reconstructions = [], {}
     for preset, (n_q, size) in PRESETS.items():
         rvq = KMeansRVQ(mels, n_q, size)
         recs = [rvq.round_trip(m) for m in originals]
         reconstructions[preset] = recs[:WHISPER_LIMIT]
-        hyps[preset] = transcribe([griffin_lim(m) for m in recs], asr=ASR)
+        hyps[preset] = transcribe([mel_to_wav(m) for m in recs], asr=ASR)
         rows.append({**row, "metric": f"{n_q} x {size} (the {preset} rate), {len(refs)} held-out utterances",
                      "value": round(word_error_rate(refs, hyps[preset]), 3), "baseline_value": round(wer_original, 3),
                      "target": "first quoted as 0.60 (2 x 128), 0.29 (8 x 256), original 0.28"})

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .checkpoint import CheckpointError, load_checkpoint
+from .export import export_checkpoint
+from .plot import plot_run
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m muomni", description=__doc__)
@@ -18,14 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "plot":
-        from .plot import plot_run
-
         for path in plot_run(args.run_dir, args.out):
             print(path)
     else:
-        from .export import export_checkpoint
-        from .training import CheckpointError, load_checkpoint
-
         try:
             payload = load_checkpoint(args.checkpoint)
         except CheckpointError as err:

@@ -145,6 +145,11 @@ def load_asr(backend: str = "", model: str = "") -> WhisperASR | PocketsphinxASR
     return _LOADED[key]
 
 
+def transcribe(wavs: list[np.ndarray], sample_rate: int = SAMPLE_RATE, asr: str = "", model: str = "") -> list[str]:
+    """Transcripts of mono float waveforms with the recogniser ``asr`` (``load_asr``)."""
+    return load_asr(asr, model).transcribe(wavs, sample_rate)
+
+
 def parse_asr(spec: str, model: str = "") -> list[tuple[str, str]]:
     """``--asr whisper,pocketsphinx`` -> [("whisper", model), ("pocketsphinx", "")]: the first is the one
     the headline figures use, the others are scored beside it on the same audio. ``--asr-model`` applies to

@@ -27,8 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .asr import whisper_available
 from .config import read_json_with_base
+from .data import corpus_fingerprint
 from .listening import write_listening_page
+from .models.codec import codec_hash, load_codec
 from .training import step_checkpoints, write_json
 
 PY = sys.executable
@@ -105,14 +108,10 @@ def finished(config: Path, expected: dict[str, str] | None = None) -> tuple[bool
 
 
 def corpus_id(data: Path) -> str:
-    from .data import corpus_fingerprint
-
     return corpus_fingerprint(data)
 
 
 def codec_id(config: Path) -> str:
-    from .models.codec import codec_hash, load_codec
-
     return codec_hash(load_codec(newest_checkpoint(config)))
 
 
@@ -257,8 +256,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="faster-whisper model name or folder (default: the bundled tiny.en)")
     args = parser.parse_args(argv)
     if not args.asr:
-        from .asr import whisper_available
-
         args.asr = "whisper,pocketsphinx" if whisper_available() else "pocketsphinx"
     Demo(args).run()
 

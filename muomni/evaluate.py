@@ -1,52 +1,36 @@
-"""Objective metrics and the evaluation CLI: ``python -m muomni.evaluate {codec,vocoder,tts} ...``.
+"""The evaluation CLI: ``python -m muomni.evaluate {codec,vocoder,tts} ...`` (docs/DESIGN.md §9).
 
-Word error comes from the recognisers of ``muomni.asr`` (``--asr whisper,pocketsphinx``: Whisper by
-default where installed; the first named headlines, the others are scored beside it on the same
-audio), normalised and counted by ``muomni.wer``. Every subcommand prints a table naming its
-recogniser(s) and writes a JSON report with a per-utterance section (``muomni.scoring``); with
-``--out-dir`` it also writes every system's wavs, a mel picture of each, and a listening page
-``index.html`` beside them.
+Each subcommand loads its models and held-out data, makes every system's audio and reports: the
+figures that need no recogniser come from ``muomni.metrics``, Griffin-Lim from
+``muomni.models.griffinlim``, synthesis from ``muomni.synthesis``. Word error comes from the
+recognisers of ``muomni.asr`` (``--asr whisper,pocketsphinx``: Whisper by default where installed; the
+first named headlines, the others are scored beside it on the same audio), normalised and counted by
+``muomni.wer``. Every subcommand prints a table naming its recogniser(s) and writes a JSON report with a
+per-utterance section (``muomni.scoring``); with ``--out-dir`` it also writes every system's wavs, a mel
+picture of each, and a listening page ``index.html`` beside them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from muomni.asr import add_asr_arguments, load_asr, parse_asr
-from muomni.audio import SAMPLE_RATE
+from muomni.asr import add_asr_arguments, parse_asr
+from muomni.audio import SAMPLE_RATE, load_audio, log_mel
+from muomni.config import DataConfig
+from muomni.data.cache import mel_cache
+from muomni.data.split import load_corpus
+from muomni.data.tokenize import mel_cache_dir
 from muomni.listening import write_listening_page
-from muomni.scoring import Utterance, print_word_errors, score_systems
-from muomni.wer import speaker_rows, word_error_by_speaker, word_error_rate  # noqa: F401 (re-exported)
-
-
-def transcribe(wavs: list[np.ndarray], sample_rate: int = SAMPLE_RATE, asr: str = "", model: str = "") -> list[str]:
-    """Transcripts of mono float waveforms with the recogniser ``asr`` (``muomni.asr.load_asr``)."""
-    return load_asr(asr, model).transcribe(wavs, sample_rate)
-
-
-def griffin_lim(mel: torch.Tensor | np.ndarray, n_iter: int = 32) -> np.ndarray:
-    """log-mel (T, 128) -> waveform (T*256,) with the toolkit's Griffin-Lim (librosa as a fallback)."""
-    mel = torch.as_tensor(mel).float()
-    try:
-        from muomni.synthesis import vocode
-    except ImportError:
-        vocode = None
-    if vocode is not None:
-        return vocode(mel, None, n_iter=n_iter).reshape(-1).cpu().numpy()
-    import librosa
-
-    from muomni.audio import FMAX, FMIN, HOP_LENGTH, N_FFT, WIN_LENGTH
-
-    power = torch.exp(mel).T.numpy()  # (128, T) mel power
-    return librosa.feature.inverse.mel_to_audio(
-        power, sr=SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, power=2.0,
-        n_iter=n_iter, fmin=FMIN, fmax=FMAX).astype(np.float32)
+from muomni.metrics import codec_round_trip, mean_scores, vocoder_scores
+from muomni.models.codec import load_codec
+from muomni.models.griffinlim import mel_to_wav
+from muomni.scoring import print_word_errors, score_systems
+from muomni.synthesis import MEL_FROM, load_talker, load_vocoder, synthesize_with_mels, vocode
 
 
 def beside(model: str | Path, name: str) -> Path:
@@ -70,43 +54,21 @@ def print_table(rows: list[tuple[str, object]], title: str) -> None:
 def evaluate_codec(args: argparse.Namespace) -> dict:
     """Held-out log-mel MSE, codebook usage/perplexity, bit/s and word error of (a) original and (b)
     codec round-trip mels, both through Griffin-Lim."""
-    from muomni.config import DataConfig
-    from muomni.data import load_corpus, mel_cache
-    from muomni.data.tokenize import mel_cache_dir
-    from muomni.models.codec import load_codec
-
     codec = load_codec(args.codec)
     corpus = load_corpus(DataConfig(path=args.data))
     mels = mel_cache(corpus.heldout, mel_cache_dir(args.data), "heldout")  # shared with train_codec.py
-    n = codec.cfg.frames_per_token
-    se = se_raw = count = 0.0
-    codes_all, utts, wav_orig, wav_codec = [], [], [], []
-    for i, item in enumerate(corpus.heldout):  # MSE and usage on every held-out item (cheap) ...
-        mel = torch.from_numpy(mels.get(i))[None]  # (1, T, 128)
-        if mel.shape[1] < n:
-            print(f"warning: {item.id} is shorter than one code frame; skipped", file=sys.stderr)
-            continue
-        with torch.no_grad():
-            codes = codec.encode(mel)  # (1, T_frames, n_q)
-            rec = codec.decode(codes)  # (1, 5*T_frames, 128)
-        mel = mel[:, : rec.shape[1]]
-        se += float(((rec - mel) / codec.mel_std).pow(2).sum())
-        se_raw += float((rec - mel).pow(2).sum())
-        count += mel.numel()
-        codes_all.append(codes[0])
-        if not args.limit or len(utts) < args.limit:  # ... word error on the first --limit (slow)
-            utts.append(Utterance(item.id, item.speaker, item.text))
-            wav_orig.append(griffin_lim(mel[0]))
-            wav_codec.append(griffin_lim(rec[0]))
-    if not utts:
+    figures, kept = codec_round_trip(codec, mels, corpus.heldout, args.limit)
+    if not kept:
         raise ValueError(f"{args.data}: no held-out utterance long enough to evaluate")
-    usage, perplexity = codec.usage(torch.cat(codes_all))
-    scores = score_systems(utts, {"original": wav_orig, "codec": wav_codec}, args.asrs, args.out_dir or None)
+    items = [item for item, _, _ in kept]  # word error on the first --limit (slow), both through Griffin-Lim
+    systems = {"original": [mel_to_wav(mel) for _, mel, _ in kept], "codec": [mel_to_wav(rec) for _, _, rec in kept]}
+    usage, perplexity = figures["usage"], figures["perplexity"]
+    scores = score_systems(items, systems, args.asrs, args.out_dir or None)
     wer = scores["wer_by_asr"][scores["asr"]["headline"]]
     report = {
-        "codec": str(args.codec), "data": str(args.data), "utterances": len(codes_all), "wer_utterances": len(utts),
-        "n_codebooks": codec.cfg.n_codebooks, "codebook_size": codec.cfg.codebook_size,
-        "bitrate": codec.cfg.bitrate, "mse_std": se / count, "mse_raw": se_raw / count,
+        "codec": str(args.codec), "data": str(args.data), "utterances": figures["utterances"],
+        "wer_utterances": len(items), "n_codebooks": codec.cfg.n_codebooks, "codebook_size": codec.cfg.codebook_size,
+        "bitrate": codec.cfg.bitrate, "mse_std": figures["mse_std"], "mse_raw": figures["mse_raw"],
         "usage": usage, "perplexity": perplexity, "asr_headline": scores["asr"]["headline"],
         "wer_original": wer["original"], "wer_codec": wer["codec"], "wer_delta": wer["codec"] - wer["original"],
     }
@@ -135,39 +97,11 @@ def add_codec_parser(sub: argparse._SubParsersAction) -> None:
 # ----------------------------------------------------------------------------- vocoder
 
 
-def _vocoder_scores(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    """Log-mel L1, and PESQ (wide band) and STOI where their packages are installed."""
-    from muomni.audio import log_mel
-
-    scores = {"mel_l1": float((log_mel(out)[0] - log_mel(ref)[0]).abs().mean())}
-    try:
-        from pesq import pesq
-
-        scores["pesq"] = float(pesq(SAMPLE_RATE, ref, out, "wb"))
-    except ImportError:
-        pass
-    except Exception as err:  # pesq refuses utterances it finds no speech in
-        print(f"warning: PESQ failed ({err}); left out for this utterance", file=sys.stderr)
-    try:
-        from pystoi import stoi
-
-        scores["stoi"] = float(stoi(ref, out, SAMPLE_RATE, extended=False))
-    except ImportError:
-        pass
-    return scores
-
-
 def evaluate_vocoder(args: argparse.Namespace) -> dict:
     """HiFi-GAN and Griffin-Lim side by side on held-out utterances' original mels: mel L1, PESQ,
     STOI, word error and real-time factor (compute seconds per second of audio; lower is faster)."""
-    import time
-
-    from muomni.audio import load_audio, log_mel
-    from muomni.config import DataConfig
-    from muomni.data import load_corpus
-    from muomni.synthesis import load_vocoder, vocode
-
-    vocoders = {"hifigan": load_vocoder(args.vocoder), "griffinlim": None}
+    generator = load_vocoder(args.vocoder)
+    vocoders = {"hifigan": lambda mel: vocode(mel, generator), "griffinlim": lambda mel: mel_to_wav(mel, args.n_iter)}
     corpus = load_corpus(DataConfig(path=args.data))
     items = corpus.heldout[: args.limit] if args.limit else corpus.heldout
     reals, seconds = [], 0.0
@@ -181,21 +115,19 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
         seconds += len(wav) / SAMPLE_RATE
         for name, vocoder in vocoders.items():
             start = time.perf_counter()
-            out = vocode(mel, vocoder, n_iter=args.n_iter)[: len(wav)].cpu().numpy()
+            out = vocoder(mel)[: len(wav)].cpu().numpy()
             compute[name] += time.perf_counter() - start
             outs[name].append(out)
-            scores[name].append(_vocoder_scores(wav, out))
+            scores[name].append(vocoder_scores(wav, out))
     if not items:
         raise ValueError(f"{args.data}: no held-out utterance to evaluate")
-    utts = [Utterance(item.id, item.speaker, item.text) for item in items]
-    asr = score_systems(utts, {"ground_truth": reals, **outs}, args.asrs, args.out_dir or None)
+    asr = score_systems(items, {"ground_truth": reals, **outs}, args.asrs, args.out_dir or None)
     wer = asr["wer_by_asr"][asr["asr"]["headline"]]
     report = {"vocoder": str(args.vocoder), "data": str(args.data), "utterances": len(items),
               "audio_seconds": seconds, "griffinlim_iterations": args.n_iter, "asr_headline": asr["asr"]["headline"],
               "wer_ground_truth": wer["ground_truth"]}
     for name in vocoders:
-        keys = sorted({k for s in scores[name] for k in s})
-        report[name] = {k: float(np.mean([s[k] for s in scores[name] if k in s])) for k in keys}
+        report[name] = mean_scores(scores[name])
         report[name]["wer"] = wer[name]
         report[name]["rtf"] = compute[name] / seconds
     metrics = [k for k in report["hifigan"] if k in report["griffinlim"]]
@@ -228,13 +160,6 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
     """Synthesize held-out texts with a Talker checkpoint (text -> codes -> mel -> vocoder or Griffin-Lim):
     word error of the synthesized and of the original audio, duration ratio, real-time factor. With a
     vocoder, Griffin-Lim on the same mels is scored beside it. Wavs, mel pictures and index.html go to --out-dir."""
-    import time
-
-    from muomni.audio import load_audio
-    from muomni.config import DataConfig
-    from muomni.data import load_corpus
-    from muomni.synthesis import load_talker, load_vocoder, synthesize_with_mels, vocode
-
     bundle = load_talker(args.talker)
     vocoder = load_vocoder(args.vocoder) if args.vocoder else None
     name = "tts_hifigan" if vocoder is not None else "tts_griffinlim"
@@ -258,10 +183,9 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
         systems[name] += outs
         seconds += sum(len(w) for w in outs) / SAMPLE_RATE
         if vocoder is not None:
-            systems["tts_griffinlim"] += [vocode(m, None, n_iter=args.n_iter).reshape(-1).cpu().numpy() for m in mels]
+            systems["tts_griffinlim"] += [mel_to_wav(m, args.n_iter).reshape(-1).cpu().numpy() for m in mels]
         systems["ground_truth"] += [load_audio(it.path) for it in chunk]
-    utts = [Utterance(it.id, it.speaker, it.text) for it in items]
-    scores = score_systems(utts, systems, args.asrs, out_dir)
+    scores = score_systems(items, systems, args.asrs, out_dir)
     wer = scores["wer_by_asr"][scores["asr"]["headline"]]
     report = {
         "talker": str(args.talker), "step": bundle.step, "vocoder": "hifigan" if vocoder is not None else "griffinlim",
@@ -291,8 +215,6 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="compile the decoding step (CUDA graphs on a GPU)")
     p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
-    from muomni.synthesis import MEL_FROM
-
     p.add_argument("--mel-from", choices=MEL_FROM, default="expected",
                    help="decode the expected code vectors (default) or the generated codes (infer_tts.py --help)")
     p.add_argument("--out", "--json", dest="out", default="",

@@ -15,22 +15,15 @@ system's wavs and mel pictures (when given a folder), transcribes every wav with
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from muomni.asr import load_asr
-from muomni.audio import SAMPLE_RATE
+from muomni.audio import SAMPLE_RATE, log_mel, save_wav
+from muomni.data.corpus import Item
 from muomni.wer import hallucination, utterance_word_error, word_error_by_speaker, word_error_rate
-
-
-@dataclass
-class Utterance:
-    id: str
-    speaker: str
-    reference: str
 
 
 def mel_picture(path: Path, wav: np.ndarray) -> None:
@@ -39,8 +32,6 @@ def mel_picture(path: Path, wav: np.ndarray) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from muomni.audio import log_mel
 
     mel = log_mel(wav)[0].numpy()  # (T, 128)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,19 +44,17 @@ def _numpy(wav: np.ndarray | torch.Tensor) -> np.ndarray:
     return np.asarray(wav, dtype=np.float32).reshape(-1)
 
 
-def score_systems(utterances: list[Utterance], systems: dict[str, list[np.ndarray]], asrs: list[tuple[str, str]],
+def score_systems(items: list[Item], systems: dict[str, list[np.ndarray]], asrs: list[tuple[str, str]],
                   out_dir: str | Path | None = None) -> dict:
-    """Transcribe every system's audio (16 kHz mono, aligned with ``utterances``) with every ``(back-end,
-    model)`` in ``asrs`` and report word error; with ``out_dir``, wavs and mel PNGs go to
-    ``out_dir/<system>/<id>.{wav,png}`` and the report links them."""
-    from muomni.audio import save_wav
-
+    """Transcribe every system's audio (16 kHz mono, aligned with ``items``, whose texts are the
+    references) with every ``(back-end, model)`` in ``asrs`` and report word error; with ``out_dir``,
+    wavs and mel PNGs go to ``out_dir/<system>/<id>.{wav,png}`` and the report links them."""
     for name, wavs in systems.items():
-        if len(wavs) != len(utterances):
-            raise ValueError(f"score_systems: system '{name}' has {len(wavs)} wavs for {len(utterances)} utterances")
+        if len(wavs) != len(items):
+            raise ValueError(f"score_systems: system '{name}' has {len(wavs)} wavs for {len(items)} utterances")
     systems = {name: [_numpy(w) for w in wavs] for name, wavs in systems.items()}
-    refs = [u.reference for u in utterances]
-    rows = [{"id": u.id, "speaker": u.speaker, "reference": u.reference, "systems": {}} for u in utterances]
+    refs = [it.text for it in items]
+    rows = [{"id": it.id, "speaker": it.speaker, "reference": it.text, "systems": {}} for it in items]
     for name, wavs in systems.items():
         for row, wav in zip(rows, wavs):
             entry = row["systems"][name] = {"duration": round(len(wav) / SAMPLE_RATE, 3), "transcripts": {}}
@@ -83,7 +72,7 @@ def score_systems(utterances: list[Utterance], systems: dict[str, list[np.ndarra
             hyps[name] = asr.transcribe(wavs)
         cost[asr.label] = round((time.perf_counter() - start) / max(audio_seconds, 1e-9), 4)
         wer_by_asr[asr.label] = {name: word_error_rate(refs, h) for name, h in hyps.items()}
-        by_speaker[asr.label] = word_error_by_speaker([u.speaker for u in utterances], refs, hyps)
+        by_speaker[asr.label] = word_error_by_speaker([it.speaker for it in items], refs, hyps)
         for name, h in hyps.items():
             for row, hyp in zip(rows, h):
                 reason = hallucination(row["reference"], hyp)

@@ -13,10 +13,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from muomni.checkpoint import load_checkpoint
 from muomni.config import ConfigError, config_from_dict
+from muomni.models.codec import codec_from_dict
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import Generator, HiFiGANConfig
-from muomni.models.talker import AnyTalkerConfig, TalkerConfig
+from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker
+from muomni.text import TextProcessor
 
 _WARNED_GRIFFIN_LIM = False
 
@@ -31,8 +34,6 @@ def load_vocoder(path: str | Path, device: str | torch.device = "cpu") -> Genera
 
     Raises CheckpointError for a damaged file or a checkpoint of another stage.
     """
-    from muomni.training import load_checkpoint
-
     payload = load_checkpoint(path, stage="vocoder")
     if "generator" not in payload:
         raise ConfigError(f"{path}: vocoder checkpoint has no 'generator' weights")
@@ -46,7 +47,7 @@ def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = 32) -> T
     """log-mel (B, T, 128) or (T, 128) -> wav (B, T * 256) or (T * 256,).
 
     vocoder: a HiFi-GAN generator (load_vocoder) or None for Griffin-Lim with n_iter iterations,
-    run on mel's device.
+    run on mel's device (``muomni.models.griffinlim.mel_to_wav``, after one warning per process).
     """
     if vocoder is not None:
         device = next(vocoder.parameters()).device
@@ -71,7 +72,7 @@ class TalkerBundle:
 
     model: nn.Module  # muomni.models.talker.Talker or TRMTalker (build_talker)
     codec: nn.Module  # muomni.models.codec.CodecModel
-    text: object  # muomni.text.TextProcessor
+    text: TextProcessor
     speakers: list[str]
     step: int = 0
 
@@ -83,11 +84,6 @@ class _TalkerModel:
 
 def load_talker(path: str | Path, device: str | torch.device = "cpu") -> TalkerBundle:
     """A train_talker.py checkpoint -> TalkerBundle in eval mode; needs no other file."""
-    from muomni.models.codec import codec_from_dict
-    from muomni.models.talker import build_talker
-    from muomni.text import TextProcessor
-    from muomni.training import load_checkpoint
-
     payload = load_checkpoint(path, stage="talker")
     for key in ("model", "codec", "text"):
         if key not in payload:

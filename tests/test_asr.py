@@ -11,7 +11,8 @@ import pytest
 
 from muomni import asr
 from muomni.audio import load_audio
-from muomni.scoring import Utterance, score_systems
+from muomni.data import Item
+from muomni.scoring import score_systems
 from muomni.wer import hallucination, normalize_for_wer, utterance_word_error, word_error_rate
 
 OTHERS = [f"Sentence number {i} is about the weather in the mountains." for i in range(10)]
@@ -82,7 +83,7 @@ def test_hallucination_is_flagged_in_the_per_utterance_report(tmp_path):
     listed in the report, and its wav and mel picture are on disk."""
     long_text = "The farmer carried the long road in the rain, and the children sang all the way home again."
     wav = load_audio(flite(tmp_path, long_text))
-    utts = [Utterance("u0", "slt", "Hello there."), Utterance("u1", "slt", long_text)]
+    utts = [Item("u0", "", "slt", "Hello there.", 0.0), Item("u1", "", "slt", long_text, 0.0)]
     report = score_systems(utts, {"ground_truth": [wav, wav]}, [("pocketsphinx", "")], tmp_path / "out")
     flagged = report["hallucinations"]
     assert [(f["id"], f["system"], f["asr"]) for f in flagged] == [("u0", "ground_truth", "pocketsphinx")]

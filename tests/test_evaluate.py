@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from muomni import evaluate
+from muomni import evaluate, wer
 
 
 @pytest.mark.parametrize(
@@ -24,27 +24,27 @@ from muomni import evaluate
          "empty-reference"],
 )
 def test_word_error_rate(refs, hyps, expected):
-    assert evaluate.word_error_rate(refs, hyps) == pytest.approx(expected)
+    assert wer.word_error_rate(refs, hyps) == pytest.approx(expected)
 
 
 def test_word_error_rate_needs_pairs():
     with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
-        evaluate.word_error_rate(["a", "b"], ["a"])
+        wer.word_error_rate(["a", "b"], ["a"])
 
 
 def test_word_error_by_speaker_splits_the_pooled_figure():
     speakers, refs = ["b", "a", "b"], ["one two", "three four five", "six seven"]
     hyps = {"x": ["one two", "three", "six eight"], "y": refs}
-    by = evaluate.word_error_by_speaker(speakers, refs, hyps)
+    by = wer.word_error_by_speaker(speakers, refs, hyps)
     assert list(by) == ["a", "b"]
     assert by["a"] == {"utterances": 1, "words": 3, "x": pytest.approx(2 / 3), "y": 0.0}
     assert by["b"] == {"utterances": 2, "words": 4, "x": pytest.approx(1 / 4), "y": 0.0}
     pooled = sum(d["x"] * d["words"] for d in by.values()) / sum(d["words"] for d in by.values())
-    assert pooled == pytest.approx(evaluate.word_error_rate(refs, hyps["x"]))
-    assert [k for k, _ in evaluate.speaker_rows(by, ["x", "y"])] == ["wer[a]", "wer[b]"]
-    assert evaluate.speaker_rows({"a": by["a"]}, ["x"]) == []  # one speaker: the pooled row says it all
+    assert pooled == pytest.approx(wer.word_error_rate(refs, hyps["x"]))
+    assert [k for k, _ in wer.speaker_rows(by, ["x", "y"])] == ["wer[a]", "wer[b]"]
+    assert wer.speaker_rows({"a": by["a"]}, ["x"]) == []  # one speaker: the pooled row says it all
     with pytest.raises(ValueError, match="'x' has 2 hypotheses for 3 references"):
-        evaluate.word_error_by_speaker(speakers, refs, {"x": ["a", "b"]})
+        wer.word_error_by_speaker(speakers, refs, {"x": ["a", "b"]})
 
 
 def test_reports_go_inside_a_run_folder_and_next_to_a_checkpoint_file(tmp_path):

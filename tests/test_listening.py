@@ -10,8 +10,9 @@ from urllib.parse import unquote
 import pytest
 
 from muomni.audio import load_audio
+from muomni.data import Item
 from muomni.listening import write_listening_page
-from muomni.scoring import Utterance, score_systems
+from muomni.scoring import score_systems
 
 CHROMIUM_MISSING = "headless Chromium is needed: apt-get install chromium (or `make system-deps`)"
 
@@ -30,7 +31,7 @@ def test_listening_page_links_only_existing_files(tmp_path):
     utts, truth = [], []
     for uid, text in texts.items():
         subprocess.run(["flite", "-voice", uid[:3], "-t", text, "-o", str(tmp_path / f"{uid}.wav")], check=True)
-        utts.append(Utterance(uid, uid[:3], text))
+        utts.append(Item(uid, str(tmp_path / f"{uid}.wav"), uid[:3], text, 0.0))
         truth.append(load_audio(tmp_path / f"{uid}.wav"))
     quiet = [0.3 * w for w in truth]
     out = tmp_path / "my page"  # a space in the folder: links must still resolve
@@ -67,7 +68,7 @@ def test_demo_report_prints_every_recogniser_and_writes_the_page(tmp_path, capsy
     text = "The farmer carried the long road in the rain."
     subprocess.run(["flite", "-voice", "slt", "-t", text, "-o", str(tmp_path / "a.wav")], check=True)
     wav = load_audio(tmp_path / "a.wav")
-    utts, out = [Utterance("slt_0001", "slt", text)], tmp_path / "demo"
+    utts, out = [Item("slt_0001", str(tmp_path / "a.wav"), "slt", text, 0.0)], tmp_path / "demo"
     asrs = [("whisper", ""), ("pocketsphinx", "")]
     tts = score_systems(utts, {"ground_truth": [wav], "tts_hifigan": [wav], "tts_griffinlim": [0.5 * wav]}, asrs, out)
     codec = score_systems(utts, {"original": [wav], "codec": [0.5 * wav]}, asrs, out)

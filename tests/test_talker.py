@@ -235,7 +235,7 @@ def test_bad_input_gets_clear_messages(trained):
 
 
 def test_dynamic_batches_pack_sorted_lengths_and_resume():
-    from muomni.talker_data import BucketOrder, fixed_length
+    from muomni.data.talker import BucketOrder, fixed_length
 
     costs = [(10 + i % 7, 5 + (i * 13) % 40) for i in range(50)]
     order = BucketOrder(costs, max_tokens=300, seed=1)

@@ -15,6 +15,7 @@ import torch
 
 from muomni import synthesis
 from muomni.audio import HOP_LENGTH, log_mel
+from muomni.data.vocoder import AudioCache, random_segments
 from muomni.models.discriminators import Discriminators
 from muomni.models.griffinlim import griffin_lim, linear_magnitude, mel_to_wav, spectral_convergence
 from muomni.models.hifigan import Generator, HiFiGANConfig
@@ -172,8 +173,8 @@ def test_files_shorter_than_a_segment_train(tmp_path, keep_signal_handlers):
         sf.write(data / f"s{i}.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16000)
         (data / f"s{i}.txt").write_text("a short one")
     train = _train_module()
-    utts = train.Utterances(train.load_corpus(train.DataConfig(path=str(data))).train, capacity=2)
-    wav, mel = train.random_segments(utts, [0, 1], 8192)
+    utts = AudioCache(train.load_corpus(train.DataConfig(path=str(data))).train, capacity=2)
+    wav, mel = random_segments(utts, [0, 1], 8192)
     assert wav.shape == (2, 8192) and mel.shape == (2, 32, 128)
     assert wav[0, 4000:].abs().max() == 0 and mel[0, -1].max() == pytest.approx(np.log(1e-5))
     assert len(utts._cache) == 2  # bounded

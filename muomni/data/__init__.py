@@ -1,4 +1,5 @@
-"""Corpora: readers, preflight checks, the held-out split, the mel cache and the demo corpus builder."""
+"""Corpora: readers, preflight checks, the held-out split, the mel cache and the demo corpus builder; each
+stage's training data in its own module (``codec``: crops, ``vocoder``: segments, ``talker``: batches)."""
 
 from muomni.data.cache import MelCache, mel_cache
 from muomni.data.check import check_audio, check_items, check_report

@@ -27,7 +27,10 @@ import torch
 from tqdm import tqdm
 
 from muomni.audio import LOG_FLOOR
-from muomni.data.cache import write_rows
+from muomni.config import DataConfig
+from muomni.data.cache import mel_cache, write_rows
+from muomni.data.split import load_corpus
+from muomni.models.codec import codec_hash, load_codec
 
 
 def mel_cache_dir(data_path: str | os.PathLike) -> Path:
@@ -121,10 +124,6 @@ def tokenize(codec: torch.nn.Module, items: list, mels, out_dir: str | os.PathLi
 
 
 def main(argv: list[str] | None = None) -> CodeCache:
-    from muomni.config import DataConfig
-    from muomni.data import load_corpus, mel_cache
-    from muomni.models.codec import codec_hash, load_codec
-
     parser = argparse.ArgumentParser(prog="python -m muomni.data.tokenize", description=__doc__.split("\n\n")[0])
     parser.add_argument("--codec", required=True, help="codec checkpoint written by train_codec.py, or its run folder "
                         "(the newest step checkpoint)")

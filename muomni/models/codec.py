@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from muomni.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
+from muomni.checkpoint import load_checkpoint
 from muomni.config import ConfigError, config_from_dict, config_to_dict
 from muomni.models.quantize import QuantizedResult, ResidualVQ, codebook_usage
 
@@ -263,8 +264,6 @@ def codec_from_dict(d: dict, source: str = "checkpoint") -> CodecModel:
 
 def load_codec(path: str | Path, device: str | torch.device = "cpu") -> CodecModel:
     """A codec checkpoint written by train_codec.py -> CodecModel in eval mode on ``device``."""
-    from muomni.training import load_checkpoint
-
     payload = load_checkpoint(path, stage="codec")
     return codec_from_dict(payload, source=str(path)).to(device)
 

@@ -1,6 +1,7 @@
 """Griffin-Lim vocoder: log-mel -> linear magnitude (NNLS) -> fast Griffin-Lim, in torch.
 
-Needs no training; the pipeline falls back to it when no HiFi-GAN checkpoint is given.
+Needs no training; the pipeline falls back to it when no HiFi-GAN checkpoint is given. The one entry
+point from a log-mel is ``mel_to_wav``; ``griffin_lim`` is its phase step on a linear magnitude.
 
 - Mel inversion: non-negative least squares ``min_{P >= 0} ||M P - mel||^2`` for the power
   spectrogram P, solved batched by accelerated projected gradient (FISTA, Beck & Teboulle 2009)
@@ -13,6 +14,7 @@ Everything runs on the device and dtype of the input, so a GPU mel is inverted o
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -114,9 +116,20 @@ def griffin_lim(magnitude: Tensor, n_iter: int = 32, momentum: float = 0.99,
     return wav.squeeze(0) if squeeze else wav
 
 
-def mel_to_wav(log_mel: Tensor, n_iter: int = 32, momentum: float = 0.99, nnls_iter: int = 30,
-               seed: int | None = 0) -> Tensor:
-    """log-mel (B, T, n_mels) or (T, n_mels) -> wav (B, T * 256) or (T * 256,)."""
+@torch.no_grad()
+def mel_to_wav(log_mel: Tensor | np.ndarray, n_iter: int = 32, momentum: float = 0.99, nnls_iter: int = 30,
+               seed: int | None = 0) -> Tensor | np.ndarray:
+    """log-mel (B, T, n_mels) or (T, n_mels) -> wav (B, T * 256) or (T * 256,), by Griffin-Lim.
+
+    A tensor gives a tensor on its device (computed in float32, or float64 for a float64 mel); a numpy
+    array gives a float32 numpy array. n_iter: Griffin-Lim iterations; nnls_iter: those of the mel
+    inversion; seed: the initial phase (``griffin_lim``).
+    """
+    if isinstance(log_mel, np.ndarray):
+        return mel_to_wav(torch.from_numpy(np.asarray(log_mel, dtype=np.float32)), n_iter, momentum, nnls_iter,
+                          seed).numpy()
+    if log_mel.dtype != torch.float64:
+        log_mel = log_mel.float()
     return griffin_lim(mel_to_magnitude(log_mel, nnls_iter), n_iter, momentum, seed)
 
 
@@ -145,15 +158,3 @@ def linear_magnitude(wav: Tensor) -> Tensor:
     wav = wav.unsqueeze(0) if squeeze else wav
     mag = _stft(wav, _window(wav.device, wav.dtype)).abs().transpose(1, 2)
     return mag.squeeze(0) if squeeze else mag
-
-
-class GriffinLim(nn.Module):
-    """Module form with the generator's interface: forward(mel (B, T, n_mels)) -> wav (B, T * 256)."""
-
-    def __init__(self, n_iter: int = 32, momentum: float = 0.99, nnls_iter: int = 30, seed: int | None = 0):
-        super().__init__()
-        self.n_iter, self.momentum, self.nnls_iter, self.seed = n_iter, momentum, nnls_iter, seed
-
-    @torch.no_grad()
-    def forward(self, log_mel: Tensor) -> Tensor:
-        return mel_to_wav(log_mel, self.n_iter, self.momentum, self.nnls_iter, self.seed)

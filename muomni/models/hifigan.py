@@ -18,6 +18,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from muomni.audio import HOP_LENGTH, N_MELS
+from muomni.config import ConfigError
 
 LRELU_SLOPE = 0.1
 
@@ -42,8 +43,6 @@ class HiFiGANConfig:
     msd_max_channels: int = 1024
 
     def __post_init__(self):
-        from muomni.config import ConfigError
-
         if math.prod(self.upsample_rates) != HOP_LENGTH:
             raise ConfigError(f"model.upsample_rates {self.upsample_rates} must multiply to the hop {HOP_LENGTH}")
         if len(self.upsample_kernel_sizes) != len(self.upsample_rates):

@@ -1,4 +1,4 @@
-"""Talker training data: text ids and cached codes, fixed-shape or length-bucketed batches, samples.
+"""Talker training data: text ids and cached codes, fixed-shape or length-bucketed batches, prompts.
 
 Fixed shapes (docs/DESIGN.md §5): every batch is padded to ``max_text`` tokens and ``max_frames``
 code frames, each the ``max_length_percentile`` percentile of the corpus rounded up to
@@ -8,7 +8,6 @@ Longer items are truncated and counted: their audio then has no stop target and 
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from muomni.audio import load_audio, mel_to_png, save_wav
+from muomni.data.tokenize import default_codes_dir, load_codes
 
 
 def fixed_length(lengths: list[int], percentile: float, multiple: int) -> int:
@@ -27,7 +26,9 @@ def fixed_length(lengths: list[int], percentile: float, multiple: int) -> int:
 
 
 @dataclass
-class Utterance:
+class TalkerItem:
+    """A corpus ``Item`` as the Talker reads it: its speaker id, text ids and cached codes."""
+
     id: str
     speaker: int
     text: str
@@ -79,7 +80,9 @@ class BucketOrder:
 
 
 class TalkerData:
-    def __init__(self, train: list[Utterance], heldout: list[Utterance], max_text: int, max_frames: int, tcfg,
+    """The train and held-out TalkerItems with the fixed lengths every batch is padded to."""
+
+    def __init__(self, train: list[TalkerItem], heldout: list[TalkerItem], max_text: int, max_frames: int, tcfg,
                  speakers: list[str]):
         self.train, self.heldout = train, heldout
         self.max_text, self.max_frames, self.tcfg, self.speakers = max_text, max_frames, tcfg, speakers
@@ -87,15 +90,15 @@ class TalkerData:
 
     @classmethod
     def build(cls, cfg, corpus, codec, codec_hash: str, text, run) -> TalkerData:
-        from muomni.data.tokenize import default_codes_dir, load_codes
-
+        """Items of ``corpus`` with their codes from the cache of ``codec_hash``; the fixed lengths are
+        computed once and kept in the run's stats.json (``run``: read_stats, write_stats, warn)."""
         cache = load_codes(cfg.data.codes or default_codes_dir(cfg.data.path), codec_hash)
         if cache.meta.get("n_codebooks") != codec.cfg.n_codebooks:
             raise ValueError(f"{cache.path}: {cache.meta.get('n_codebooks')} codebooks, the codec has "
                              f"{codec.cfg.n_codebooks}: codes from a different codec")
         spk = {s: i for i, s in enumerate(corpus.speakers)}
 
-        def utterances(items) -> list[Utterance]:
+        def talker_items(items) -> list[TalkerItem]:
             out = []
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -108,13 +111,13 @@ class TalkerData:
                     if len(codes) and int(codes.max()) >= codec.cfg.codebook_size:
                         raise ValueError(f"{it.id}: code id {int(codes.max())} >= codebook size "
                                          f"{codec.cfg.codebook_size}: codes from a different codec")
-                    out.append(Utterance(it.id, spk.get(it.speaker, 0), it.text,
-                                         np.asarray(text.encode(it.text), dtype=np.int64), codes, it.path))
+                    out.append(TalkerItem(it.id, spk.get(it.speaker, 0), it.text,
+                                          np.asarray(text.encode(it.text), dtype=np.int64), codes, it.path))
             if caught:
                 run.warn(f"{len(caught)} texts have characters outside the vocabulary, e.g.: {caught[0].message}")
             return out
 
-        train, heldout = utterances(corpus.train), utterances(corpus.heldout)  # heldout may be empty: no metrics
+        train, heldout = talker_items(corpus.train), talker_items(corpus.heldout)  # heldout may be empty: no metrics
         stats, t = run.read_stats(), cfg.train
         key = f"p{t.max_length_percentile:g}_m{t.length_multiple}"
         if stats.get("lengths_key") != key:
@@ -132,7 +135,7 @@ class TalkerData:
 
     # ---- lengths and batches
 
-    def _truncates(self, u: Utterance) -> bool:
+    def _truncates(self, u: TalkerItem) -> bool:
         return len(u.text_ids) > self.max_text or len(u.codes) > self.max_frames
 
     def describe_truncation(self) -> str:
@@ -141,17 +144,13 @@ class TalkerData:
 
     def batches_per_epoch(self) -> float:
         if self.tcfg.batching == "dynamic":
-            return len(self.batch_order(0))
+            return len(self.bucket_order(0))
         return len(self.train) / min(self.tcfg.batch_size, len(self.train))
 
-    def batch_order(self, seed: int, rank: int = 0, world: int = 1):
-        """Batches of item indices; under DDP, rank's share of each global batch (every world-th item)."""
-        from muomni.training import BatchOrder
-
-        if self.tcfg.batching == "dynamic":
-            costs = [(min(len(u.text_ids), self.max_text), min(len(u.codes), self.max_frames)) for u in self.train]
-            return BucketOrder(costs, self.tcfg.max_tokens, seed, rank, world)
-        return BatchOrder(len(self.train), self.tcfg.batch_size, seed, rank, world)
+    def bucket_order(self, seed: int, rank: int = 0, world: int = 1) -> BucketOrder:
+        """Dynamic batching's order of the train items (fixed batching uses muomni.training.BatchOrder)."""
+        costs = [(min(len(u.text_ids), self.max_text), min(len(u.codes), self.max_frames)) for u in self.train]
+        return BucketOrder(costs, self.tcfg.max_tokens, seed, rank, world)
 
     def heldout_batches(self, batch_size: int, n_batches: int) -> list[list[int]]:
         idx = list(range(len(self.heldout)))
@@ -185,42 +184,10 @@ class TalkerData:
                "speakers": speakers, "ended": ended}
         return {k: v.to(device) for k, v in out.items()}
 
-    # ---- samples
+    # ---- prompts
 
     def heldout_prompts(self, n: int) -> list[tuple[int, str]]:
         return [(u.speaker, u.text) for u in self.heldout[:n]]
-
-    def write_ground_truth(self, folder: Path, codec, n: int) -> None:
-        """The original audio of the first held-out utterances and their codec reconstructions, once."""
-        from muomni.synthesis import codes_to_mel, vocode
-
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, u in enumerate(self.heldout[:n]):
-            save_wav(folder / f"{i:02d}_original.wav", load_audio(u.path))
-            mel = codes_to_mel(codec, [torch.from_numpy(np.asarray(u.codes, dtype=np.int64))])[0]
-            save_wav(folder / f"{i:02d}_codec.wav", vocode(mel).reshape(-1))
-        (folder / "info.json").write_text(json.dumps(
-            [{"id": u.id, "speaker": u.speaker, "text": u.text} for u in self.heldout[:n]], indent=2) + "\n")
-
-    def write_samples(self, model, codec, text, prompts: list[tuple[int, str]], folder: Path, tcfg, step: int):
-        """Generate the prompts; write wavs (Griffin-Lim), one mel PNG and info.json into folder."""
-        from muomni.synthesis import TalkerBundle, probs_to_mel, text_to_codes, vocode
-
-        model.eval()
-        bundle = TalkerBundle(model, codec, text, self.speakers)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            codes, probs = text_to_codes(bundle, [p[1] for p in prompts], [p[0] for p in prompts],
-                                         temperature=tcfg.sample_temperature, top_k=tcfg.sample_top_k or None,
-                                         top_p=tcfg.sample_top_p or None, seed=tcfg.sample_seed, return_probs=True)
-            mels = probs_to_mel(codec, probs)  # as infer_tts.py decodes by default
-            for i, mel in enumerate(mels):
-                save_wav(folder / f"{i:02d}.wav", vocode(mel).reshape(-1))
-        mel_to_png(folder / "mels.png", [m.cpu() for m in mels], [p[1][:80] for p in prompts])
-        info = [{"speaker": s, "text": t, "frames": int(len(c)), "seconds": len(c) * 0.08}
-                for (s, t), c in zip(prompts, codes)]
-        (folder / "info.json").write_text(json.dumps({"step": step, "samples": info}, indent=2) + "\n")
-        model.train()
 
 
 def read_prompts(lines: list[str], path: str, default: list[tuple[int, str]], speakers: list[str]):
