@@ -19,25 +19,24 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from muomni.asr import PocketsphinxASR  # noqa: E402
+from muomni.audio import SAMPLE_RATE, load_audio, log_mel  # noqa: E402
 from muomni.config import DataConfig, read_json_with_base  # noqa: E402
+from muomni.data import load_corpus  # noqa: E402
+from muomni.listening import write_listening_page  # noqa: E402
+from muomni.models.griffinlim import mel_to_wav  # noqa: E402
+from muomni.scoring import score_systems  # noqa: E402
 
 LIMIT = int(os.environ.get("BENCH_ASR_LIMIT", "40"))
 ASRS = [("whisper", ""), ("pocketsphinx", "")]
 
 
 def run() -> list[dict]:
-    import torch
-
-    from muomni.asr import PocketsphinxASR
-    from muomni.audio import SAMPLE_RATE, load_audio, log_mel
-    from muomni.data import load_corpus
-    from muomni.listening import write_listening_page
-    from muomni.models.griffinlim import mel_to_wav
-    from muomni.scoring import score_systems
-
     data = ROOT / os.environ.get("BENCH_ASR_DATA",
                                  read_json_with_base(ROOT / "configs" / "demo" / "codec.json")["data"]["path"])
     row = {"benchmark": "speech recognisers: Whisper tiny.en vs pocketsphinx", "baseline": "pocketsphinx"}

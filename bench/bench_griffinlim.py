@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from muomni.audio import FMAX, FMIN, HOP_LENGTH, N_FFT, SAMPLE_RATE, WIN_LENGTH, load_audio, log_mel  # noqa: E402
+from muomni.models.griffinlim import linear_magnitude, mel_to_wav, spectral_convergence  # noqa: E402
+
 TEXT = "The quick brown fox jumps over the lazy dog near the river."
 SECONDS = 3.2
 N_ITER = 32
 
 
 def flite_speech(seconds: float = SECONDS) -> np.ndarray:
-    from muomni.audio import load_audio
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "speech.wav"
         subprocess.run(["flite", "-voice", "slt", "-t", TEXT, "-o", str(path)], check=True)
@@ -58,9 +62,6 @@ def run() -> list[dict]:
 
 
 def _measure(librosa) -> list[dict]:
-    from muomni.audio import FMAX, FMIN, HOP_LENGTH, N_FFT, SAMPLE_RATE, WIN_LENGTH, log_mel
-    from muomni.models.griffinlim import linear_magnitude, mel_to_wav, spectral_convergence
-
     wav = torch.from_numpy(flite_speech())
     mel = log_mel(wav)[0]  # (T, 128)
     target = linear_magnitude(wav)  # (T, 513) original magnitude
@@ -93,8 +94,5 @@ def _measure(librosa) -> list[dict]:
 
 
 if __name__ == "__main__":
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     for row in run():
         print(row)

@@ -30,8 +30,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from muomni.audio import HOP_LENGTH, N_MELS  # noqa: E402
+from muomni.audio import HOP_LENGTH, N_MELS, MelSpectrogram  # noqa: E402
 from muomni.config import read_json_with_base  # noqa: E402
+from muomni.models.codec import CodecConfig, CodecModel  # noqa: E402
+from muomni.models.discriminators import Discriminators  # noqa: E402
+from muomni.models.hifigan import (  # noqa: E402
+    Generator,
+    HiFiGANConfig,
+    discriminator_losses,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    mel_l1,
+    weighted_total,
+)
+from muomni.models.talker import Talker, TalkerConfig, build_talker, talker_config  # noqa: E402
+from muomni.models.talker.generate import compiled_decode_step, decode_one, kv_caches, prefill  # noqa: E402
+from muomni.training import amp_dtype, autocast, make_grad_scaler, maybe_compile  # noqa: E402
 
 THREADS = 1  # per measurement: the figures compare like with like on a shared machine
 STEPS = 4  # timed steps after the warm-up
@@ -53,14 +67,10 @@ def preset_config(preset: str) -> dict:
 def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = False, batch: int | None = None):
     """(one training step callable, batch size) for a documented config, on synthetic data; batch overrides
     the config's batch size."""
-    from muomni.training import autocast, make_grad_scaler, maybe_compile
-
     torch.manual_seed(0)
     cfg = preset_config(preset)
     scaler = make_grad_scaler(device, amp)
     if preset.startswith("codec"):
-        from muomni.models.codec import CodecConfig, CodecModel
-
         model = CodecModel(CodecConfig(**cfg["model"])).to(device)
         batch = batch or cfg["train"].get("batch_size", 16)
         crop = cfg["train"].get("crop_frames", 16) * model.cfg.frames_per_token
@@ -74,8 +84,6 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
             return sum(weights.get(k, 0.0) * v for k, v in out.losses.items())  # unweighted losses are logged only
 
     elif preset.startswith("talker"):
-        from muomni.models.talker import build_talker, talker_config
-
         codec = preset_config("codec_base" if "base" in preset else "codec_tiny")["model"]  # the codec it pairs with
         model = build_talker(talker_config(**{**cfg["model"], "vocab_size": 64, "n_q": codec["n_codebooks"],
                                               "codebook_size": codec["codebook_size"], "max_text": TALKER_TEXT,
@@ -95,18 +103,6 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
                 return fn(**data).losses["loss"]
 
     else:
-        from muomni.audio import MelSpectrogram
-        from muomni.models.discriminators import Discriminators
-        from muomni.models.hifigan import (
-            Generator,
-            HiFiGANConfig,
-            discriminator_losses,
-            feature_matching_loss,
-            generator_adversarial_loss,
-            mel_l1,
-            weighted_total,
-        )
-
         hcfg = HiFiGANConfig(**cfg["model"])
         gen, disc = Generator(hcfg).to(device), Discriminators(hcfg).to(device)
         on_cpu_v1 = preset == "vocoder_v1" and device.type == "cpu"
@@ -225,9 +221,6 @@ def measure_cuda_memory(preset: str) -> float:
 
 def decode_rate(compiled: bool, batch: int = 8, frames: int = 200, device: str = "cuda") -> float:
     """Talker (talker_tiny) decode frames/s: the eager step or the compiled one (CUDA graphs on CUDA)."""
-    from muomni.models.talker import Talker, TalkerConfig
-    from muomni.models.talker.generate import compiled_decode_step, decode_one, kv_caches, prefill
-
     device = torch.device(device)
     torch.manual_seed(0)
     codec = preset_config("codec_tiny")["model"]  # the codec talker_tiny pairs with
@@ -260,8 +253,6 @@ def gpu_rows() -> list[dict]:
         return [{"benchmark": "CUDA peak training memory per config; Talker decode frames/s with/without CUDA graphs",
                  "metric": reason, "value": None, "unit": None, "baseline": None, "baseline_value": None,
                  "target": None}]
-    from muomni.training import amp_dtype
-
     name, dtype = torch.cuda.get_device_name(0), str(amp_dtype(torch.device("cuda"))).replace("torch.", "")
     rows = []
     for preset in CPU_PRESETS:

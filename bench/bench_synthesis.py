@@ -14,14 +14,23 @@ not depend on the weights). Real-time factor = compute seconds / audio seconds (
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # muomni, and bench_vocoder's helpers
+
+from bench_vocoder import generator_config, median_time, on_one_thread  # noqa: E402
 
 from muomni.config import read_json_with_base  # noqa: E402
+from muomni.models.codec import CodecConfig, CodecModel  # noqa: E402
+from muomni.models.hifigan import Generator  # noqa: E402
+from muomni.models.talker import Talker, TalkerConfig  # noqa: E402
+from muomni.models.talker.generate import generate  # noqa: E402
+from muomni.synthesis import vocode  # noqa: E402
+from muomni.text import TextProcessor  # noqa: E402
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it runs back home to sleep."
 FRAMES = 62  # code frames of 80 ms: 4.96 s of audio
@@ -30,13 +39,6 @@ TARGET = 0.05
 
 def _models(talker_config: str, codec_config: str, vocoder_config: str):
     """Untrained Talker, codec and HiFi-GAN generator built from config files, in eval mode."""
-    from bench_vocoder import _generator_config
-
-    from muomni.models.codec import CodecConfig, CodecModel
-    from muomni.models.hifigan import Generator
-    from muomni.models.talker import Talker, TalkerConfig
-    from muomni.text import TextProcessor
-
     torch.manual_seed(0)
     codec_cfg = CodecConfig(**read_json_with_base(ROOT / "configs" / codec_config)["model"])
     codec = CodecModel(codec_cfg)
@@ -45,7 +47,7 @@ def _models(talker_config: str, codec_config: str, vocoder_config: str):
     talker_cfg = TalkerConfig(**{**read_json_with_base(ROOT / "configs" / talker_config)["model"],
                                  "vocab_size": len(text), "n_q": codec_cfg.n_codebooks,
                                  "codebook_size": codec_cfg.codebook_size, "max_text": 128, "max_frames": 128})
-    vocoder = Generator(_generator_config(vocoder_config)).remove_weight_norm().eval()
+    vocoder = Generator(generator_config(vocoder_config)).remove_weight_norm().eval()
     return Talker(talker_cfg).eval(), codec.eval(), text, vocoder
 
 
@@ -53,9 +55,6 @@ def _models(talker_config: str, codec_config: str, vocoder_config: str):
 def _synthesize(talker, codec, text, vocoder) -> torch.Tensor:
     """One sentence, text -> waveform, decoding the expected code vectors as infer_tts.py does by default;
     vocoder None = Griffin-Lim."""
-    from muomni.models.talker.generate import generate
-    from muomni.synthesis import vocode
-
     ids = torch.tensor([text.encode(SENTENCE)])  # (1, N)
     n = ids.shape[1]
     sub = talker.cfg.sub_frames
@@ -68,16 +67,10 @@ def _synthesize(talker, codec, text, vocoder) -> torch.Tensor:
 
 
 def run() -> list[dict]:
-    from bench_vocoder import on_one_thread
-
     return on_one_thread(_measure)
 
 
 def _measure() -> list[dict]:
-    import warnings
-
-    from bench_vocoder import _median_time
-
     rows = []
     seconds = FRAMES * 0.08
     for label, configs, target in (
@@ -89,10 +82,10 @@ def _measure() -> list[dict]:
         models = _models(*configs)
         wav = _synthesize(*models)
         assert abs(wav.numel() / 16000 - seconds) < 0.02, wav.numel()
-        t_hifigan = _median_time(lambda models=models: _synthesize(*models))
+        t_hifigan = median_time(lambda models=models: _synthesize(*models))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "no vocoder given: Griffin-Lim" is the point here
-            t_gl = _median_time(lambda models=models: _synthesize(*models[:3], None))
+            t_gl = median_time(lambda models=models: _synthesize(*models[:3], None))
         rows.append({"benchmark": "synthesis", "metric": f"{label}: real-time factor, {seconds:.2f} s sentence, "
                      f"CPU, {torch.get_num_threads()} thread", "value": t_hifigan / seconds,
                      "unit": "compute s / audio s", "baseline": "same path with Griffin-Lim (32 iterations)",
@@ -101,6 +94,5 @@ def _measure() -> list[dict]:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     for row in run():
         print(row)

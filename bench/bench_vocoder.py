@@ -26,8 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from muomni.audio import MelSpectrogram  # noqa: E402
 from muomni.config import config_from_dict, read_json_with_base  # noqa: E402
-from muomni.models.hifigan import HiFiGANConfig  # noqa: E402
+from muomni.models.discriminators import Discriminators  # noqa: E402
+from muomni.models.griffinlim import mel_to_wav  # noqa: E402
+from muomni.models.hifigan import Generator, HiFiGANConfig, mel_l1  # noqa: E402
 
 
 @dataclass
@@ -35,15 +38,17 @@ class _Model:
     """The model section of a vocoder config alone."""
 
     model: HiFiGANConfig = field(default_factory=HiFiGANConfig)
+
+
 SECONDS = 5.0
 
 
-def _generator_config(name: str):
+def generator_config(name: str):
     """The model section of a config file (with its base chain) as a HiFiGANConfig."""
     return config_from_dict({"model": read_json_with_base(ROOT / "configs" / name)["model"]}, _Model, name).model
 
 
-def _median_time(fn, repeats: int = 3) -> float:
+def median_time(fn, repeats: int = 3) -> float:
     fn()
     times = []
     for _ in range(repeats):
@@ -82,27 +87,22 @@ def run() -> list[dict]:
 
 
 def _measure() -> list[dict]:
-    from muomni.audio import MelSpectrogram
-    from muomni.models.discriminators import Discriminators
-    from muomni.models.griffinlim import mel_to_wav
-    from muomni.models.hifigan import Generator, mel_l1
-
     torch.manual_seed(0)
     frames = int(SECONDS * 16000) // 256 + 1
     mel = torch.randn(1, frames, 128) - 4.0
     rows = []
     with torch.no_grad():
-        t_gl = _median_time(lambda: mel_to_wav(mel, n_iter=32))
+        t_gl = median_time(lambda: mel_to_wav(mel, n_iter=32))
         for name in ("vocoder_tiny.json", "demo/vocoder.json"):
-            gen = Generator(_generator_config(name)).remove_weight_norm().eval()
-            t = _median_time(lambda gen=gen: gen(mel))
+            gen = Generator(generator_config(name)).remove_weight_norm().eval()
+            t = median_time(lambda gen=gen: gen(mel))
             rows.append({"benchmark": "vocoder", "metric": f"HiFi-GAN {name} real-time factor (CPU, "
                          f"{torch.get_num_threads()} threads, {sum(p.numel() for p in gen.parameters()) / 1e6:.2f} M "
                          "params)", "value": SECONDS / t, "unit": "x real time",
                          "baseline": "Griffin-Lim, 32 iterations", "baseline_value": SECONDS / t_gl,
                          "target": ">= 20" if name == "vocoder_tiny.json" else None})
 
-    cfg = _generator_config("vocoder_v1.json")
+    cfg = generator_config("vocoder_v1.json")
     gen, disc = Generator(cfg), Discriminators(cfg)
     n_params = sum(p.numel() for p in gen.parameters()) + sum(p.numel() for p in disc.parameters())
     with torch.no_grad():

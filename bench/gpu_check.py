@@ -36,7 +36,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_scale import build_step, preset_config  # noqa: E402
 
 from muomni.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE  # noqa: E402
-from muomni.models.codec import FRAMES_PER_TOKEN  # noqa: E402
+from muomni.config import read_json_with_base  # noqa: E402
+from muomni.models.codec import FRAMES_PER_TOKEN, CodecConfig, CodecModel  # noqa: E402
+from muomni.models.hifigan import Generator, HiFiGANConfig  # noqa: E402
+from muomni.models.talker import Talker, TalkerConfig  # noqa: E402
+from muomni.models.talker.generate import generate  # noqa: E402
+from muomni.training import select_device  # noqa: E402
 
 BUDGET_GB = 12.0
 TRAIN_PRESETS = ["codec_tiny", "codec_base", "talker_tiny", "talker_base", "talker_trm_tiny", "vocoder_tiny",
@@ -82,9 +87,6 @@ def train_rows(device: torch.device, smoke: bool) -> list[dict]:
 
 def fp16_overflow_row(device: torch.device, smoke: bool) -> dict:
     """20 fp16 codec steps; step 10 gets an inf gradient: skipped by the scaler, counted, training goes on."""
-    from muomni.models.codec import CodecConfig, CodecModel
-
-
     torch.manual_seed(0)
     cfg = preset_config("codec_tiny")
     model = CodecModel(CodecConfig(**cfg["model"])).to(device)
@@ -117,9 +119,6 @@ def fp16_overflow_row(device: torch.device, smoke: bool) -> dict:
 
 
 def _tiny_talker(device: torch.device):
-    from muomni.config import read_json_with_base
-    from muomni.models.talker import Talker, TalkerConfig
-
     model_cfg = read_json_with_base(ROOT / "configs" / "talker_tiny.json")["model"]
     codec = preset_config("codec_tiny")["model"]  # the codec it pairs with
     torch.manual_seed(0)
@@ -138,8 +137,6 @@ def _decode_inputs(device: torch.device, frames: int, text: int = 50, batch: int
 def compile_rows(device: torch.device, smoke: bool) -> list[dict]:
     """Two compiled generate calls with recompilations logged, then decode frames/s eager vs compiled."""
     from torch._dynamo.utils import counters
-
-    from muomni.models.talker.generate import generate
 
     backend = "aot_eager" if smoke or device.type != "cuda" else True  # True: inductor, CUDA graphs on a GPU
     frames = 10 if smoke else 200
@@ -189,9 +186,6 @@ def compile_rows(device: torch.device, smoke: bool) -> list[dict]:
 
 def vocoder_rows(device: torch.device, smoke: bool) -> list[dict]:
     """Real-time factor of the HiFi-GAN generators: compute time / audio time, 5 s of mel (smoke: 1 s)."""
-    from muomni.models.hifigan import Generator, HiFiGANConfig
-
-
     rows = []
     seconds = 0.25 if smoke else 5.0
     frames = int(seconds * SAMPLE_RATE / HOP_LENGTH)
@@ -229,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(1)  # a smoke run beside other work: one thread never oversubscribes the cores
     if device.type == "cuda":
-        from muomni.training import select_device
-
         device = select_device("cuda")  # TF32 and cuDNN autotuning, as the stages run
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.processor() or ''}"
     name += f", torch {torch.__version__}" + (", smoke sizes" if smoke else "")
