@@ -85,3 +85,20 @@ def test_a_stage_over_its_budget_says_so(tmp_path, monkeypatch, capsys):
     runner.stage("corpus", ["true"])
     assert "OVER its budget" in capsys.readouterr().out
     assert runner.stage_table()[2].endswith(" over")
+
+
+@pytest.mark.parametrize(("asr", "model", "synthesize", "others"), [
+    ("whisper,pocketsphinx", "", ["--asr", "whisper,pocketsphinx"], ["--asr", "whisper"]),
+    ("whisper,pocketsphinx", "small.en", ["--asr", "whisper,pocketsphinx", "--asr-model", "small.en"],
+     ["--asr", "whisper", "--asr-model", "small.en"]),
+    ("pocketsphinx,whisper", "small.en", ["--asr", "pocketsphinx,whisper", "--asr-model", "small.en"],
+     ["--asr", "pocketsphinx"]),  # --asr-model names a whisper model: not passed where whisper is not scored
+    ("pocketsphinx", "", ["--asr", "pocketsphinx"], ["--asr", "pocketsphinx"]),
+], ids=["both", "whisper-model", "pocketsphinx-headline", "one"])
+def test_only_the_synthesize_stage_scores_every_recogniser(tmp_path, asr, model, synthesize, others):
+    runner = demo.Demo(type("Args", (), {"out": str(tmp_path / "out"), "asr": asr, "asr_model": model})())
+    out_dir = ["--out-dir", str(tmp_path / "out")]
+    assert runner.asr_args("synthesize") == synthesize + out_dir
+    for stage in ("evaluate vocoder", "evaluate codec"):
+        assert runner.asr_args(stage) == others + out_dir
+    assert set(demo.ALL_ASR_STAGES) <= set(demo.STAGE_BUDGET_MINUTES)

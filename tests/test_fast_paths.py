@@ -79,6 +79,24 @@ def test_attention_equals_enable_gqa_with_a_boolean_mask(kv, kind):
     assert torch.allclose(got, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["padding", "none"], ids=["bool-mask", "is-causal"])
+def test_attention_under_cpu_bf16_autocast_is_computed_in_float32(kind):
+    """bf16 inputs under CPU autocast: the result is bf16, and exactly the float32 attention of the same
+    (bf16-valued) inputs rounded once, not the bf16 kernel's (which rounds inside and differs)."""
+    torch.manual_seed(3)
+    B, H, L, hd = 2, 3, 9, 16
+    q, k, v = (torch.randn(B, n, L, hd).to(torch.bfloat16) for n in (H, 1, 1))
+    mask = None if kind == "none" else (torch.rand(B, 1, L, L) < 0.6) | torch.eye(L, dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attend(q, k, v, mask)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, attend(q.float(), k.float(), v.float(), mask).to(torch.bfloat16))
+    rep = (q, k.repeat_interleave(H, 1), v.repeat_interleave(H, 1))
+    in_bf16 = F.scaled_dot_product_attention(*rep, is_causal=True) if mask is None else \
+        F.scaled_dot_product_attention(*rep, attn_mask=mask)
+    assert not torch.equal(got, in_bf16)  # the bf16 kernel's result: what the float32 path replaces
+
+
 @pytest.mark.parametrize("free", [False, True], ids=["fixed-end", "free-end"])
 def test_vectorised_alignment_search_equals_the_reference(free):
     g = torch.Generator().manual_seed(2)

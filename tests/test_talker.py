@@ -162,6 +162,31 @@ def test_train_two_steps_then_resume(trained):
         assert key in record
 
 
+def test_bf16_autocast_on_cpu_trains_the_same_steps_within_bf16_rounding(trained):
+    """train.cpu_precision=bf16: the same seed and batches as fp32, code and stop losses equal to bf16's
+    rounding (not bit-equal: the cast is real), the weights kept in fp32; an unknown precision names the key.
+    The duration loss is left out: one changed alignment-search choice moves it by far more than rounding."""
+    import train_talker
+    from muomni.config import ConfigError
+
+    def train_records(name: str, precision: str) -> tuple[torch.Tensor, dict]:
+        train_talker.main(trained["args"] + [f"train.run_name={name}", f"train.cpu_precision={precision}"])
+        lines = (trained["tmp"] / name / "metrics.jsonl").read_text().splitlines()
+        rows = [r for r in map(json.loads, lines) if r["split"] == "train"]
+        losses = torch.tensor([[r[k] for k in ("loss", "c0", "c1", "stop")] for r in rows])  # (steps, 4)
+        return losses, torch.load(trained["tmp"] / name / "step_00000002.pt", weights_only=True)["model"]
+
+    fp32, w32 = train_records("prec_fp32", "fp32")
+    bf16, w16 = train_records("prec_bf16", "bf16")
+    assert fp32.shape == bf16.shape == (2, 4) and bf16[0, 0] != fp32[0, 0]
+    torch.testing.assert_close(bf16[:, 1:], fp32[:, 1:], rtol=1e-2, atol=0.0)
+    torch.testing.assert_close(bf16[0, 0], fp32[0, 0], rtol=1e-3, atol=0.0)  # step 1: the same alignment
+    assert w16.keys() == w32.keys()
+    assert all(v.dtype == torch.float32 for v in w16.values() if v.is_floating_point())
+    with pytest.raises(ConfigError, match="train.cpu_precision"):
+        train_talker.main(trained["args"] + ["train.run_name=prec_bad", "train.cpu_precision=fp16"])
+
+
 def test_checkpoint_alone_synthesizes(trained, tmp_path):
     import shutil
 

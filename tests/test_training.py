@@ -274,3 +274,28 @@ def test_stop_requested_is_a_plain_read_until_the_step_boundary(tmp_path):
     finally:
         signal.signal(signal.SIGINT, previous)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _cpu_flags() -> set[str]:
+    for line in open("/proc/cpuinfo", encoding="utf-8"):
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="needs /proc/cpuinfo to know the CPU's flags")
+def test_cpu_precision_picks_bf16_only_where_asked_or_native():
+    """fp32 never casts, bf16 always does, auto only where the CPU has bf16 in hardware (its cpuinfo flags);
+    train.amp (enabled) governs CUDA only, so it does not turn a CPU bf16 choice off."""
+    from muomni.training import amp_dtype, autocast, cpu_has_native_bf16
+
+    cpu = torch.device("cpu")
+    assert cpu_has_native_bf16() == bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    native = torch.bfloat16 if cpu_has_native_bf16() else None
+    assert [amp_dtype(cpu, p) for p in ("fp32", "bf16", "auto")] == [None, torch.bfloat16, native]
+    assert amp_dtype(torch.device("meta"), "bf16") is None  # neither CPU nor CUDA: no autocast
+    layer, x = nn.Linear(8, 8), torch.randn(2, 8)
+    for precision, enabled, dtype in [("fp32", True, torch.float32), ("bf16", True, torch.bfloat16),
+                                      ("bf16", False, torch.bfloat16), ("auto", True, native or torch.float32)]:
+        with autocast(cpu, enabled, precision):
+            assert layer(x).dtype == dtype, (precision, enabled)

@@ -50,7 +50,16 @@ from muomni.config import ConfigError, config_to_dict, load_config
 from muomni.distributed import any_ranks, barrier, broadcast_object, gather_object, init_distributed
 
 from .cli import add_run_args, load_run_config
-from .device import amp_dtype, autocast, make_grad_scaler, maybe_compile, select_device, unwrap
+from .device import (
+    CPU_PRECISIONS,
+    amp_dtype,
+    autocast,
+    cpu_has_native_bf16,
+    make_grad_scaler,
+    maybe_compile,
+    select_device,
+    unwrap,
+)
 from .files import write_json, write_text
 from .folder import MIN_FREE_BYTES
 from .rng import rng_state, seed_everything, set_rng_state
@@ -63,7 +72,8 @@ from .stop import EXIT_STATUS_HELP, EXIT_STOPPED, TrainingError
 # re-exported because stage scripts and tests import them from here.
 __all__ = [
     "CHECKPOINT_VERSION", "EXIT_STATUS_HELP", "EXIT_STOPPED", "MIN_FREE_BYTES", "BatchOrder", "CheckpointError",
-    "ConfigError", "Run", "StepResult", "TrainingError", "add_run_args", "amp_dtype", "any_ranks", "autocast",
+    "CPU_PRECISIONS", "ConfigError", "Run", "StepResult", "TrainingError", "add_run_args", "amp_dtype", "any_ranks",
+    "autocast", "cpu_has_native_bf16",
     "barrier", "broadcast_object", "config_mismatch", "config_to_dict", "finite_flags", "gather_object",
     "init_distributed", "load_checkpoint", "load_config", "load_run_config", "lr_lambda", "make_grad_scaler",
     "maybe_compile", "rng_state", "save_checkpoint", "seed_everything", "select_device", "set_rng_state",

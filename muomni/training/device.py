@@ -37,15 +37,35 @@ def _pick_device(pref: str) -> torch.device:
     return torch.device("cpu")
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where supported, else fp16, on CUDA; no autocast elsewhere."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+CPU_PRECISIONS = ("fp32", "bf16", "auto")
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    dtype = amp_dtype(device) if enabled else None
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 matmuls beat fp32.
+
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is not this test: it is also true on plain AVX-512,
+    where oneDNN emulates bf16 and runs slower than fp32.
+    """
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def amp_dtype(device: torch.device, cpu_precision: str = "fp32") -> torch.dtype | None:
+    """bf16 where supported, else fp16, on CUDA; on CPU bf16 if cpu_precision asks for it; else none.
+
+    cpu_precision: fp32 (no autocast) | bf16 | auto (bf16 only where the CPU has it natively).
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and (cpu_precision == "bf16" or (cpu_precision == "auto" and cpu_has_native_bf16())):
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, enabled: bool = True, cpu_precision: str = "fp32"):
+    """enabled (train.amp) governs CUDA, cpu_precision the CPU; nullcontext() where neither casts."""
+    dtype = amp_dtype(device, cpu_precision) if enabled or device.type == "cpu" else None
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
