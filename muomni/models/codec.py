@@ -22,7 +22,7 @@ from torch import nn
 
 from muomni.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
 from muomni.config import ConfigError, config_from_dict, config_to_dict
-from muomni.models.quantize import QuantizedResult, ResidualVQ, codebook_usage
+from muomni.models.quantize import LOOKUPS, QuantizedResult, ResidualVQ, codebook_usage
 
 FRAMES_PER_TOKEN = 5  # 5 mel frames of 16 ms = one 80 ms code frame (12.5 code frames/s)
 
@@ -44,6 +44,8 @@ class CodecConfig:
     n_codebooks: int = 2
     codebook_size: int = 128
     codebook_dim: int = 64  # each quantizer projects latent_dim -> codebook_dim -> latent_dim
+    # "cosine": codes picked by angle (l2-normalised lookup); with a small codebook_dim, factorized codes.
+    codebook_lookup: str = "euclidean"
     ema_decay: float = 0.99
     kmeans_iters: int = 10
     dead_code_threshold: float = 0.05  # fraction of the uniform usage under which a code is replaced
@@ -67,6 +69,9 @@ class CodecConfig:
         if self.decoder_attention_layers and self.hidden_dim % self.attention_heads:
             raise ConfigError(f"model.hidden_dim {self.hidden_dim} is not a multiple of model.attention_heads "
                               f"{self.attention_heads}")
+        if self.codebook_lookup not in LOOKUPS:
+            raise ConfigError(f"model.codebook_lookup must be one of {', '.join(LOOKUPS)}, "
+                              f"got '{self.codebook_lookup}'")
         if not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay must be in (0, 1), got {self.ema_decay}")
 
@@ -165,7 +170,7 @@ class CodecModel(nn.Module):
         self.encoder = ConvStack(patch, cfg.latent_dim, cfg, cfg.n_blocks, cfg.dilations)
         self.rvq = ResidualVQ(cfg.n_codebooks, dim=cfg.latent_dim, codebook_dim=cfg.codebook_dim,
                               size=cfg.codebook_size, decay=cfg.ema_decay, kmeans_iters=cfg.kmeans_iters,
-                              dead_threshold=cfg.dead_code_threshold)
+                              dead_threshold=cfg.dead_code_threshold, lookup=cfg.codebook_lookup)
         self.decoder = ConvStack(cfg.latent_dim, patch, cfg,
                                  cfg.n_blocks if cfg.decoder_blocks is None else cfg.decoder_blocks,
                                  cfg.decoder_dilations or cfg.dilations, cfg.decoder_attention_layers)
