@@ -167,6 +167,15 @@ def test_spectral_losses_separate_a_level_offset_from_a_blur():
     assert float(offset["recon"]) == pytest.approx(0.25) and float(offset["l1"]) == pytest.approx(0.5)
     assert float(offset["delta_time"]) == pytest.approx(0.0, abs=1e-6)
     assert float(offset["delta_freq"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(offset["pooled_l1"]) == pytest.approx(0.5)  # a level offset survives every pooling window
+    # pooled_l1 is on the raw scale: a bin with twice the spread counts twice.
+    std = torch.ones(128)
+    std[:64] = 3.0
+    assert float(spectral_losses(target + 0.5, target, std)["pooled_l1"]) == pytest.approx(1.0)
+    # Zero-mean noise of one frame cancels in the coarse windows: the pooled term weighs it less than L1.
+    noise = torch.sign(torch.randn(2, 30, 128))
+    noisy = spectral_losses(target + noise, target)
+    assert float(noisy["pooled_l1"]) < 0.6 * float(noisy["l1"])
     # Smoothing along time and frequency flattens the onsets and ridges: the difference terms see it.
     blur = torch.nn.functional.avg_pool2d(target[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
     blurred = spectral_losses(blur, target)

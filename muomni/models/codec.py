@@ -136,8 +136,13 @@ class ConvStack(nn.Module):
         return self.out(F.gelu(self.norm(h)))
 
 
-def spectral_losses(rec: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Named reconstruction losses between standardised log-mels (B, T, 128).
+POOL_SCALES = (1, 2, 4, 8)  # time x frequency pooling windows of the "pooled_l1" term
+
+
+def spectral_losses(rec: torch.Tensor, target: torch.Tensor,
+                    std: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Named reconstruction losses between standardised log-mels (B, T, 128); ``std`` (128,) is the
+    per-bin scale back to the raw log-mel (ones when not given).
 
     MSE alone is minimised by the average of the plausible spectra, a blur that raises the floor of
     silences and smears harmonics. L1 is minimised by the median instead, and L1 on the differences
@@ -146,17 +151,25 @@ def spectral_losses(rec: torch.Tensor, target: torch.Tensor) -> dict[str, torch.
     on the one resolution the codec reproduces). Every term is returned; train.loss_weights picks.
     In short demo runs the extra terms raised word error over MSE alone, with the commitment weight
     left at 0.25 or raised to 1.0, so no recipe turns them on yet.
+
+    ``pooled_l1`` is the multi-resolution term on the raw log-mel: L1 between the two spectrograms
+    average-pooled over s x s (time x mel bin) windows, averaged over ``POOL_SCALES``. On the raw scale a
+    loud bin counts as much as it sounds, not as much as its standardised spread; the coarse windows see
+    the level of silences and the formant envelope that the per-value terms average away.
     """
     err = rec - target
+    raw = (err if std is None else err * std)[:, None]  # (B, 1, T, 128)
+    pooled = [F.avg_pool2d(raw, s, ceil_mode=True).abs().mean() if s > 1 else raw.abs().mean() for s in POOL_SCALES]
     return {
         "recon": err.pow(2).mean(),
         "l1": err.abs().mean(),
         "delta_time": (err[:, 1:] - err[:, :-1]).abs().mean(),
         "delta_freq": (err[..., 1:] - err[..., :-1]).abs().mean(),
+        "pooled_l1": torch.stack(pooled).mean(),
     }
 
 
-LOSSES = ("recon", "l1", "delta_time", "delta_freq")  # the names spectral_losses returns
+LOSSES = ("recon", "l1", "delta_time", "delta_freq", "pooled_l1")  # the names spectral_losses returns
 
 
 class CodecModel(nn.Module):
@@ -224,7 +237,7 @@ class CodecModel(nn.Module):
         target = self._patches(mel)  # (B, T_frames, 640) standardised
         vq: QuantizedResult = self.rvq(self.encoder(target))
         recon = self._unpatch(self.decoder(vq.quantized).float())  # (B, 5*T_frames, 128) standardised
-        losses = {**spectral_losses(recon, self._unpatch(target)), "commit": vq.commit_loss}
+        losses = {**spectral_losses(recon, self._unpatch(target), self.mel_std), "commit": vq.commit_loss}
         mel_hat = recon * self.mel_std + self.mel_mean
         return CodecOutput(mel_hat, vq.codes, losses, vq.replaced)
 
