@@ -45,7 +45,8 @@ class CodecConfig:
     codebook_size: int = 128
     codebook_dim: int = 64  # each quantizer projects latent_dim -> codebook_dim -> latent_dim
     # "cosine": codes picked by angle (l2-normalised lookup); with a small codebook_dim, factorized codes.
-    # In short demo runs it used ~100 % of every codebook but raised word error, so no recipe uses it yet.
+    # In short demo runs it used ~100 % of every codebook; word error rose at 600 steps and came level with
+    # the Euclidean codes' at 1,200, within noise, so no recipe uses it yet.
     codebook_lookup: str = "euclidean"
     ema_decay: float = 0.99
     kmeans_iters: int = 10
