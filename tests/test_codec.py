@@ -23,7 +23,7 @@ from muomni.models.codec import (
     load_codec,
     spectral_losses,
 )
-from muomni.models.quantize import EuclideanCodebook, codebook_usage
+from muomni.models.quantize import EuclideanCodebook, codebook_usage, nearest
 from muomni.training import CheckpointError, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +44,10 @@ def trained_a_little(cfg: CodecConfig, steps: int = 3) -> CodecModel:
 
 @pytest.mark.parametrize("extra", [{}, {"codebook_dim": 4}, {"kernel_size": 5, "dilations": [1, 3]},
                                    {"decoder_blocks": 3, "decoder_dilations": [1, 2, 4]},
-                                   {"decoder_attention_layers": 2, "attention_heads": 2}],
-                         ids=["same-dim", "projected-codebook", "wide-kernel", "wider-decoder", "decoder-attention"])
+                                   {"decoder_attention_layers": 2, "attention_heads": 2},
+                                   {"codebook_dim": 2, "codebook_lookup": "cosine"}],
+                         ids=["same-dim", "projected-codebook", "wide-kernel", "wider-decoder", "decoder-attention",
+                              "factorized-cosine"])
 def test_eval_forward_equals_decode_of_encode(extra):
     model = trained_a_little(CodecConfig(**{**TINY, **extra}))
     mel = torch.randn(2, 53, 128)
@@ -64,7 +66,8 @@ def test_codes_shape_dtype_range_and_trailing_frames_dropped():
     assert model.decode(codes).shape == (2, 50, 128)
 
 
-@pytest.mark.parametrize("extra", [{}, {"codebook_dim": 4}], ids=["same-dim", "projected-codebook"])
+@pytest.mark.parametrize("extra", [{}, {"codebook_dim": 4}, {"codebook_dim": 2, "codebook_lookup": "cosine"}],
+                         ids=["same-dim", "projected-codebook", "factorized-cosine"])
 def test_expected_decoding_of_one_hot_codes_is_decode_and_of_a_mixture_lies_between(extra):
     model = trained_a_little(CodecConfig(**{**TINY, **extra}))
     codes = model.encode(torch.randn(2, 30, 128))  # (2, 6, 3)
@@ -95,6 +98,35 @@ def test_kmeans_init_uses_the_codebook():
     book.init_(x)
     usage, _ = codebook_usage(book.encode(x)[:, None], 16)
     assert usage[0] >= 0.9
+
+
+def test_cosine_lookup_picks_by_angle_and_keeps_the_mean_latent_as_the_code():
+    embed = torch.tensor([[1.0, 0.0], [0.0, 10.0]])
+    x = torch.tensor([[3.0, 0.5], [0.2, 0.1], [0.1, 0.4]])
+    # Euclidean: the short second code is far from everything near it in angle; cosine ignores length.
+    assert nearest(x, embed).tolist() == [0, 0, 0]
+    assert nearest(x, embed, "cosine").tolist() == [0, 0, 1]
+    torch.manual_seed(0)
+    book = EuclideanCodebook(dim=2, size=2, decay=0.5, kmeans_iters=5, dead_threshold=0.0, lookup="cosine")
+    book.init_(embed)
+    scaled = torch.cat([embed * 2.0, embed * 4.0])  # the same two directions, other lengths
+    codes = book.encode(scaled)
+    assert codes.tolist()[:2] == codes.tolist()[2:] and sorted(codes.tolist()[:2]) == [0, 1]
+    for _ in range(30):  # EMA towards the mean of each code's latents (3x each direction), lengths kept
+        book.update_(scaled, book.encode(scaled))
+    torch.testing.assert_close(book.decode(codes[:2]), 3.0 * embed, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="lookup"):
+        EuclideanCodebook(dim=2, size=2, decay=0.5, kmeans_iters=5, dead_threshold=0.0, lookup="manhattan")
+    with pytest.raises(ConfigError, match="codebook_lookup"):
+        CodecConfig(**TINY, codebook_lookup="dot")
+
+
+def test_factorized_cosine_codes_use_the_codebooks_and_train():
+    cfg = CodecConfig(**{**TINY, "codebook_dim": 2, "codebook_lookup": "cosine"})
+    assert all(layer.codebook.lookup == "cosine" for layer in CodecModel(cfg).rvq.layers)
+    model = trained_a_little(cfg, steps=5)
+    usage, _ = model.usage(model.encode(torch.randn(8, 200, 128)))
+    assert min(usage) >= 0.5  # k-means on the angle spreads 16 codes over a 2-dim circle
 
 
 def test_dead_codes_are_replaced_by_recent_latents():
@@ -135,6 +167,15 @@ def test_spectral_losses_separate_a_level_offset_from_a_blur():
     assert float(offset["recon"]) == pytest.approx(0.25) and float(offset["l1"]) == pytest.approx(0.5)
     assert float(offset["delta_time"]) == pytest.approx(0.0, abs=1e-6)
     assert float(offset["delta_freq"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(offset["pooled_l1"]) == pytest.approx(0.5)  # a level offset survives every pooling window
+    # pooled_l1 is on the raw scale: a bin with twice the spread counts twice.
+    std = torch.ones(128)
+    std[:64] = 3.0
+    assert float(spectral_losses(target + 0.5, target, std)["pooled_l1"]) == pytest.approx(1.0)
+    # Zero-mean noise of one frame cancels in the coarse windows: the pooled term weighs it less than L1.
+    noise = torch.sign(torch.randn(2, 30, 128))
+    noisy = spectral_losses(target + noise, target)
+    assert float(noisy["pooled_l1"]) < 0.6 * float(noisy["l1"])
     # Smoothing along time and frequency flattens the onsets and ridges: the difference terms see it.
     blur = torch.nn.functional.avg_pool2d(target[:, None], 3, stride=1, padding=1, count_include_pad=False)[:, 0]
     blurred = spectral_losses(blur, target)
@@ -154,7 +195,8 @@ def test_forward_returns_every_named_loss_and_the_trainer_weights_only_known_nam
 def test_a_codec_of_the_old_architecture_loads_with_the_new_fields_at_their_defaults():
     model = trained_a_little(CodecConfig(**TINY))
     payload = codec_to_dict(model)
-    new_fields = ("decoder_blocks", "decoder_dilations", "decoder_attention_layers", "attention_heads")
+    new_fields = ("decoder_blocks", "decoder_dilations", "decoder_attention_layers", "attention_heads",
+                  "codebook_lookup")
     old_config = {k: v for k, v in payload["config"].items() if k not in new_fields}  # as an older version wrote it
     old = codec_from_dict({"config": old_config, "model": payload["model"]})
     mel = torch.randn(1, 25, 128)

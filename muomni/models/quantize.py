@@ -7,6 +7,10 @@
 - Residual VQ (codebook k quantizes what codebooks 0..k-1 left), k-means initialisation from the first
   batch and replacement of dead codes by random recent latents: Zeghidour et al. 2021 (SoundStream) and
   Défossez et al. 2022 (EnCodec).
+- Optional cosine lookup (``lookup="cosine"``): nearest code by the angle between the l2-normalised
+  latent and code, the code vector itself still the mean of its latents; with a small ``codebook_dim``
+  this is the factorized code of Yu et al. 2022 (ViT-VQGAN) and Kumar et al. 2023 (DAC's RVQ), which
+  spreads the latents over more codes.
 
 All VQ arithmetic runs in float32 with autocast disabled: distances and EMA statistics are too fragile
 for half precision.
@@ -39,8 +43,18 @@ def _sample(x: torch.Tensor, n: int) -> torch.Tensor:
     return x[torch.randint(0, x.shape[0], (n,), device=x.device)]
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(x: torch.Tensor, embed: torch.Tensor, lookup: str = "euclidean") -> torch.Tensor:
+    """Index (N,) of the code in embed (K, D) nearest to each row of x (N, D): by Euclidean distance, or
+    with ``lookup="cosine"`` by the angle (the largest dot product of the l2-normalised vectors)."""
+    if lookup == "cosine":
+        return (F.normalize(x, dim=1) @ F.normalize(embed, dim=1).t()).argmax(dim=1)
+    dist_sq = x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed.pow(2).sum(1)[None]
+    return dist_sq.argmin(dim=1)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int, lookup: str = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's k-means on x (N, D) -> (centroids (k, D), cluster sizes (k,)); empty clusters keep their seed.
+    Rows are assigned by ``nearest(..., lookup)``, so a cosine codebook starts from the clusters it will use.
 
     Under DDP x must be the same on every rank (the gathered global batch): the seeds are rank 0's
     draw and the iterations are then deterministic, so every replica gets the same codebook.
@@ -48,11 +62,14 @@ def kmeans(x: torch.Tensor, k: int, iters: int) -> tuple[torch.Tensor, torch.Ten
     centroids = broadcast_tensor(_sample(x, k).clone())
     counts = torch.zeros(k, device=x.device)
     for _ in range(iters):
-        assign = torch.cdist(x, centroids).argmin(dim=1)  # (N,)
+        assign = torch.cdist(x, centroids).argmin(dim=1) if lookup == "euclidean" else nearest(x, centroids, lookup)
         counts = torch.bincount(assign, minlength=k).float()
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
         centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
     return centroids, counts
+
+
+LOOKUPS = ("euclidean", "cosine")  # how a codebook picks a latent's code (see nearest)
 
 
 @dataclass
@@ -78,10 +95,12 @@ class EuclideanCodebook(nn.Module):
     """
 
     def __init__(self, dim: int, size: int, decay: float, kmeans_iters: int, dead_threshold: float,
-                 eps: float = 1e-5):
+                 eps: float = 1e-5, lookup: str = "euclidean"):
         super().__init__()
-        self.size, self.decay, self.kmeans_iters, self.dead_threshold, self.eps = (
-            size, decay, kmeans_iters, dead_threshold, eps)
+        if lookup not in LOOKUPS:
+            raise ValueError(f"codebook lookup must be one of {', '.join(LOOKUPS)}, got '{lookup}'")
+        self.size, self.decay, self.kmeans_iters, self.dead_threshold, self.eps, self.lookup = (
+            size, decay, kmeans_iters, dead_threshold, eps, lookup)
         self.register_buffer("initted", torch.tensor(False))
         self.register_buffer("embed", torch.randn(size, dim))  # (K, D)
         self.register_buffer("embed_avg", self.embed.clone())  # EMA of the sum of assigned latents (K, D)
@@ -108,7 +127,7 @@ class EuclideanCodebook(nn.Module):
         self.commit_()
 
     def _kmeans_state(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        centroids, counts = kmeans(x, self.size, self.kmeans_iters)
+        centroids, counts = kmeans(x, self.size, self.kmeans_iters, self.lookup)
         return {"embed": centroids, "embed_avg": centroids * counts.clamp(min=1)[:, None], "cluster_size": counts,
                 "replaced": torch.zeros((), dtype=torch.long, device=x.device)}
 
@@ -136,9 +155,7 @@ class EuclideanCodebook(nn.Module):
 
     def encode(self, x: torch.Tensor, embed: torch.Tensor | None = None) -> torch.Tensor:
         """x (N, D) -> nearest code index (N,) int64 (in ``embed`` (K, D), by default the codebook)."""
-        embed = self.embed if embed is None else embed
-        dist_sq = x.pow(2).sum(1, keepdim=True) - 2 * x @ embed.t() + embed.pow(2).sum(1)[None]
-        return dist_sq.argmin(dim=1)
+        return nearest(x, self.embed if embed is None else embed, self.lookup)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         return F.embedding(codes, self.embed)
@@ -210,14 +227,14 @@ class EuclideanCodebook(nn.Module):
 
 
 class VectorQuantizer(nn.Module):
-    """One codebook with projections to and from ``codebook_dim``."""
+    """One codebook with projections to and from ``codebook_dim``; ``lookup`` as in ``nearest``."""
 
     def __init__(self, dim: int, codebook_dim: int, size: int, decay: float, kmeans_iters: int,
-                 dead_threshold: float):
+                 dead_threshold: float, lookup: str = "euclidean"):
         super().__init__()
         self.project_in = nn.Linear(dim, codebook_dim) if codebook_dim != dim else nn.Identity()
         self.project_out = nn.Linear(codebook_dim, dim) if codebook_dim != dim else nn.Identity()
-        self.codebook = EuclideanCodebook(codebook_dim, size, decay, kmeans_iters, dead_threshold)
+        self.codebook = EuclideanCodebook(codebook_dim, size, decay, kmeans_iters, dead_threshold, lookup=lookup)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, T, dim) -> codes (B, T) int64."""
