@@ -32,6 +32,9 @@ sys.path.insert(0, str(ROOT))
 from muomni.asr import load_asr  # noqa: E402
 from muomni.audio import load_audio, mel_to_png  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
+from muomni.data import load_corpus, mel_cache  # noqa: E402
+from muomni.data.tokenize import mel_cache_dir  # noqa: E402
+from muomni.models.codec import load_codec  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
 from muomni.wer import word_error_rate  # noqa: E402
 
@@ -54,7 +57,6 @@ def wer(refs: list[str], hyps: list[str]) -> float:
 @torch.no_grad()
 def score_codec(name: str, path: str, mels: list[torch.Tensor], n_words: int, refs: list[str],
                 asr, prefixes: list[int], png: Path | None) -> dict:
-    from muomni.models.codec import load_codec
 
     codec = load_codec(path)
     se = count = 0.0
@@ -98,8 +100,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from muomni.data import load_corpus, mel_cache
-    from muomni.data.tokenize import mel_cache_dir
 
     corpus = load_corpus(DataConfig(path=args.data))
     cache = mel_cache(corpus.heldout, mel_cache_dir(args.data), "heldout")

@@ -25,8 +25,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from muomni.asr import transcribe  # noqa: E402
+from muomni.audio import load_audio  # noqa: E402
 from muomni.config import DataConfig, read_json_with_base  # noqa: E402
+from muomni.data import load_corpus, mel_cache  # noqa: E402
+from muomni.data.tokenize import mel_cache_dir  # noqa: E402
+from muomni.models.griffinlim import mel_to_wav  # noqa: E402
 from muomni.models.quantize import kmeans  # noqa: E402
+from muomni.wer import word_error_by_speaker, word_error_rate  # noqa: E402
 
 PRESETS = {"codec_tiny": (2, 128), "codec_base": (8, 256)}
 LIMIT, WHISPER_LIMIT, ITERS, SEED = 100, 40, 25, 0
@@ -73,8 +79,6 @@ def whisper_rows(items: list, originals: list[torch.Tensor], reconstructions: di
     except ImportError as err:
         return [{**row, "metric": f"Whisper (not measured: {err})", "value": None, "baseline_value": None,
                  "target": None}]
-    from muomni.audio import load_audio
-    from muomni.models.griffinlim import mel_to_wav
 
     refs = [it.text for _, it in items]
     truth = wer(refs, whisper(asr, [load_audio(it.path) for _, it in items]))
@@ -89,11 +93,6 @@ def whisper_rows(items: list, originals: list[torch.Tensor], reconstructions: di
 
 
 def run() -> list[dict]:
-    from muomni.asr import transcribe
-    from muomni.data import load_corpus, mel_cache
-    from muomni.data.tokenize import mel_cache_dir
-    from muomni.models.griffinlim import mel_to_wav
-    from muomni.wer import word_error_by_speaker, word_error_rate
 
     data = ROOT / os.environ.get("BENCH_CODEC_DATA",
                                  read_json_with_base(ROOT / "configs" / "demo" / "codec.json")["data"]["path"])
