@@ -39,7 +39,7 @@ from muomni.models.codec import codec_hash, load_codec
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import HiFiGANConfig
 from muomni.samples import vocoder_samples
-from muomni.training import BatchOrder, Run, add_run_args, load_run_config
+from muomni.training import BatchOrder, Run, add_run_args, load_run_config, make_grad_scaler
 
 
 @dataclass
@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     order = BatchOrder(len(train_data), tc.batch_size, tc.seed, run.rank, run.world)
 
     # ---- models, optimizers, schedulers, scalers
-    gan = build_gan(cfg.model, tc, tc.lr_decay, tc.lr_decay_steps, device)
+    scalers = make_grad_scaler(device, tc.amp), make_grad_scaler(device, tc.amp)  # generator's, discriminators'
+    gan = build_gan(cfg.model, tc, tc.lr_decay, tc.lr_decay_steps, device, scalers)
     objects = gan.checkpoint_objects(order)
     run.load_init({"generator": gan.generator, "discriminators": gan.discriminators})
     step = run.restore(run.resume_payload(), objects)

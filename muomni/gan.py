@@ -23,7 +23,7 @@ from muomni.models.hifigan import (
     mel_l1,
     weighted_total,
 )
-from muomni.training import BatchOrder, Run, autocast, make_grad_scaler, maybe_compile
+from muomni.training import BatchOrder, Run, autocast, maybe_compile
 
 
 @dataclass
@@ -67,14 +67,15 @@ def build_optimizers(module: nn.Module, train: TrainConfig, lr_decay: float, lr_
     return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
 
 
-def build_gan(model: HiFiGANConfig, train: TrainConfig, lr_decay: float, lr_decay_steps: int,
-              device: torch.device) -> GAN:
+def build_gan(model: HiFiGANConfig, train: TrainConfig, lr_decay: float, lr_decay_steps: int, device: torch.device,
+              scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler]) -> GAN:
+    """The generator and the discriminators on ``device`` with their optimizers and schedules; ``scalers``
+    are the generator's and the discriminators' grad scalers (the stage script makes them, AMP being its choice)."""
     generator = Generator(model).to(device)
     discriminators = Discriminators(model).to(device)
     opt_g, sched_g = build_optimizers(generator, train, lr_decay, lr_decay_steps)
     opt_d, sched_d = build_optimizers(discriminators, train, lr_decay, lr_decay_steps)
-    scaler_g, scaler_d = make_grad_scaler(device, train.amp), make_grad_scaler(device, train.amp)
-    return GAN(generator, discriminators, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d)
+    return GAN(generator, discriminators, opt_g, opt_d, sched_g, sched_d, *scalers)
 
 
 def micro_batch(gan: GAN, wav: Tensor, mel: Tensor, mel_fn: nn.Module, train: TrainConfig,
