@@ -23,24 +23,20 @@ import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch
 import torch
 
 from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
-from muomni.data import corpus_fingerprint, load_corpus
 from muomni.data.talker import TalkerData, read_prompts
-from muomni.distributed import mean_over_ranks, rank_shares
-from muomni.metrics import perplexities, talker_heldout
-from muomni.models.codec import codec_hash, codec_to_dict, load_codec
-from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, count_parameters, perplexity
+from muomni.distributed import mean_over_ranks
+from muomni.metrics import perplexities, talker_heldout, talker_summary
+from muomni.models.codec import codec_to_dict
+from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, count_parameters
 from muomni.samples import talker_ground_truth, talker_samples
 from muomni.synthesis import TalkerBundle
+from muomni.talker_training import batch_order, build_optimizer, micro_batch, talker_data
 from muomni.text import TextProcessor
 from muomni.training import (
     CPU_PRECISIONS,
-    BatchOrder,
     Run,
     add_run_args,
-    autocast,
     load_run_config,
-    lr_lambda,
-    make_grad_scaler,
     maybe_compile,
     unwrap,
     write_json,
@@ -104,21 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(cfg: TalkerRun, run: Run) -> int:
     """Train to cfg.train.steps or until a stop; returns the last step."""
-    # ---- data: corpus, codec, code cache, text processor, fixed lengths
-    if not cfg.data.codec:
-        raise ConfigError("data.codec: name the codec checkpoint the corpus was tokenized with "
-                          "(--set data.codec=checkpoints/codec_tiny/best.pt)")
-    corpus = load_corpus(cfg.data)
-    codec = load_codec(cfg.data.codec)  # a checkpoint, an exported folder or a run folder (newest step)
-    text = TextProcessor.build([it.text for it in corpus.train], cfg.data.text)
-    fingerprint = codec_hash(codec)
-    run.record_data(corpus=corpus_fingerprint(cfg.data.path, cfg.data.format), codec=fingerprint)
-    with run.main_first():  # rank 0 writes the fixed lengths into stats.json, the others read them
-        data = TalkerData.build(cfg, corpus, codec, fingerprint, text, run)
-    m = cfg.model  # derived fields: fixed by the data, stored in every checkpoint's config
-    m.vocab_size, m.n_speakers = len(text), max(len(corpus.speakers), 1)
-    m.n_q, m.codebook_size = codec.cfg.n_codebooks, codec.cfg.codebook_size
-    m.max_text, m.max_frames = data.max_text, data.max_frames
+    # ---- data: corpus, codec, code cache, text processor, fixed lengths (and the model's derived fields)
+    corpus, codec, text, data = talker_data(cfg, run)
+    m = cfg.model
     if cfg.train.epochs > 0:
         cfg.train.steps = max(1, math.ceil(cfg.train.epochs * data.batches_per_epoch()))
     resume = run.resume_payload()  # refuses a checkpoint whose model (vocabulary, codec, lengths) differs
@@ -132,15 +116,8 @@ def train(cfg: TalkerRun, run: Run) -> int:
     run.info(f"Talker ({m.arch}): {count_parameters(model) / 1e6:.2f} M parameters, {cfg.train.steps} steps, "
              f"{len(data.train)} train / {len(data.heldout)} held-out utterances, max_text {m.max_text}, "
              f"max_frames {m.max_frames} ({data.describe_truncation()})")
-    # fused: one kernel for every parameter instead of a Python loop over ~100 tensors (CPU and CUDA)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
-                            weight_decay=cfg.train.weight_decay, fused=run.device.type in ("cpu", "cuda"))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train))
-    scaler = make_grad_scaler(run.device, cfg.train.amp)
-    if cfg.train.batching == "dynamic":  # length buckets packed up to max_tokens, or fixed-size shuffled batches
-        order = data.bucket_order(cfg.train.seed, run.rank, run.world)
-    else:
-        order = BatchOrder(len(data.train), cfg.train.batch_size, cfg.train.seed, run.rank, run.world)
+    opt, sched, scaler = build_optimizer(model, cfg.train, run.device)
+    order = batch_order(data, cfg.train.batching, cfg.train.batch_size, cfg.train.seed, run.rank, run.world)
     objects = {"model": model, "optim": opt, "sched": sched, "scaler": scaler, "order": order}
     step = run.restore(resume, objects)
     if resume is None:
@@ -163,13 +140,7 @@ def train(cfg: TalkerRun, run: Run) -> int:
         sums: dict[str, torch.Tensor] = {}  # tensors: turned into numbers only when logged (no host sync)
         for _ in range(cfg.train.grad_accum):
             batch = data.batch(order.next(), run.device)
-            with autocast(run.device, cfg.train.amp, cfg.train.cpu_precision):
-                out = compiled(**batch)
-            # Each loss is a mean over its own valid elements: weighting each rank's by its share of the
-            # global batch's elements makes DDP's average the one-process mean when lengths differ.
-            shares = rank_shares(out.counts)
-            loss = sum(m.weight(name) * out.losses[name] * shares[name] for name in out.counts)
-            scaler.scale(loss / cfg.train.grad_accum).backward()
+            out = micro_batch(compiled, batch, m, scaler, cfg.train, cfg.train.cpu_precision, run.device)
             frames_seen += batch["code_lens"].sum()
             for k, v in {**out.losses, **out.metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() / cfg.train.grad_accum
@@ -200,9 +171,7 @@ def evaluate(model: torch.nn.Module, data: TalkerData, cfg: TalkerRun, run: Run,
     """Held-out teacher-forced losses, perplexities and accuracies, logged; returns the held-out loss."""
     avg = talker_heldout(model, data, cfg.train.batch_size, cfg.train.eval_batches, run.device)
     run.log(step, {**avg, **perplexities(avg, cfg.model.n_q)}, split="heldout")
-    ppl = ", ".join(f"c{k} {perplexity(avg[f'c{k}']):.1f}" for k in range(cfg.model.n_q))
-    run.info(f"step {step}: held-out loss {avg['loss']:.3f}, perplexity {ppl}, "
-             f"c0_accuracy {avg['c0_accuracy']:.3f}")
+    run.info(f"step {step}: {talker_summary(avg, cfg.model.n_q)}")
     return avg["loss"]
 
 

@@ -33,29 +33,13 @@ from muomni.config import ConfigError, DataConfig, TrainConfig
 from muomni.data import corpus_fingerprint, load_corpus
 from muomni.data.vocoder import AudioCache, Prefetch, random_segments
 from muomni.distributed import mean_over_ranks
+from muomni.gan import build_gan, micro_batch, optimizer_steps
 from muomni.metrics import heldout_mel_l1
 from muomni.models.codec import codec_hash, load_codec
-from muomni.models.discriminators import Discriminators, set_requires_grad
 from muomni.models.griffinlim import mel_to_wav
-from muomni.models.hifigan import (
-    Generator,
-    HiFiGANConfig,
-    discriminator_losses,
-    feature_matching_loss,
-    generator_adversarial_loss,
-    mel_l1,
-    weighted_total,
-)
+from muomni.models.hifigan import HiFiGANConfig
 from muomni.samples import vocoder_samples
-from muomni.training import (
-    BatchOrder,
-    Run,
-    add_run_args,
-    autocast,
-    load_run_config,
-    make_grad_scaler,
-    maybe_compile,
-)
+from muomni.training import BatchOrder, Run, add_run_args, load_run_config, make_grad_scaler
 
 
 @dataclass
@@ -91,99 +75,6 @@ class VocoderRunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: HiFiGANConfig = field(default_factory=HiFiGANConfig)
     train: VocoderTrainConfig = field(default_factory=VocoderTrainConfig)
-
-
-@dataclass
-class GAN:
-    """The generator and the discriminators, each with its AdamW, exponential decay and grad scaler.
-
-    Training goes through the DDP (and, with train.compile, compiled) wrappers, one per optimizer;
-    evaluation, samples and checkpoints use the plain modules.
-    """
-
-    generator: Generator
-    discriminators: Discriminators
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    sched_g: torch.optim.lr_scheduler.LRScheduler
-    sched_d: torch.optim.lr_scheduler.LRScheduler
-    scaler_g: torch.amp.GradScaler
-    scaler_d: torch.amp.GradScaler
-    generator_ddp: nn.Module | None = None
-    discriminators_ddp: nn.Module | None = None
-    discriminators_frozen: nn.Module | None = None  # scores the fake for the generator's losses
-
-    def checkpoint_objects(self, order: BatchOrder) -> dict:
-        """What every checkpoint holds, under the names resume reads back."""
-        return {"generator": self.generator, "discriminators": self.discriminators, "opt_g": self.opt_g,
-                "opt_d": self.opt_d, "sched_g": self.sched_g, "sched_d": self.sched_d, "scaler_g": self.scaler_g,
-                "scaler_d": self.scaler_d, "order": order}
-
-    def wrap(self, run: Run, compile: bool) -> None:
-        self.generator_ddp = maybe_compile(run.wrap(self.generator), compile)
-        self.discriminators_ddp = maybe_compile(run.wrap(self.discriminators), compile)
-        self.discriminators_frozen = maybe_compile(self.discriminators, compile)
-
-
-def build_optimizers(module: nn.Module, train: VocoderTrainConfig):
-    opt = torch.optim.AdamW(module.parameters(), lr=train.lr, betas=tuple(train.betas),
-                            weight_decay=train.weight_decay)
-    gamma = train.lr_decay ** (1.0 / train.lr_decay_steps)
-    return opt, torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
-
-
-def build_gan(cfg: VocoderRunConfig, device: torch.device) -> GAN:
-    generator = Generator(cfg.model).to(device)
-    discriminators = Discriminators(cfg.model).to(device)
-    opt_g, sched_g = build_optimizers(generator, cfg.train)
-    opt_d, sched_d = build_optimizers(discriminators, cfg.train)
-    scaler_g, scaler_d = make_grad_scaler(device, cfg.train.amp), make_grad_scaler(device, cfg.train.amp)
-    return GAN(generator, discriminators, opt_g, opt_d, sched_g, sched_d, scaler_g, scaler_d)
-
-
-def micro_batch(gan: GAN, wav: Tensor, mel: Tensor, mel_fn: nn.Module, tc: VocoderTrainConfig,
-                device: torch.device, adversarial: bool) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-    """Forward and backward of one micro-batch, wav (B, S) and mel (B, S / 256, 128), each loss scaled by
-    1 / grad_accum: the discriminators' (when adversarial) and the generator's. Returns the generator's
-    and the discriminators' named losses and the generator's weighted total."""
-    weights = tc.loss_weights
-    with autocast(device, tc.amp):
-        fake = gan.generator_ddp(mel)  # (B, S)
-    losses_g = {"mel": mel_l1(mel_fn(wav), mel_fn(fake.float()))}
-    losses_d: dict[str, Tensor] = {}
-    if adversarial:
-        with autocast(device, tc.amp):
-            real_scores, real_features = gan.discriminators_ddp(wav)
-            fake_scores, _ = gan.discriminators_ddp(fake.detach())
-        losses_d = discriminator_losses(real_scores, fake_scores)
-        gan.scaler_d.scale(weighted_total(losses_d, weights) / tc.grad_accum).backward()
-        # Frozen discriminators score the fake for the generator: the plain module, since no
-        # discriminator gradient (and so no DDP all-reduce) comes out of this pass.
-        set_requires_grad(gan.discriminators, False)
-        with autocast(device, tc.amp):
-            fake_scores, fake_features = gan.discriminators_frozen(fake)
-        set_requires_grad(gan.discriminators, True)
-        losses_g["adv"] = generator_adversarial_loss(fake_scores)
-        losses_g["fm"] = feature_matching_loss(real_features, fake_features)
-    loss_g = weighted_total(losses_g, weights)
-    gan.scaler_g.scale(loss_g / tc.grad_accum).backward()
-    return losses_g, losses_d, loss_g
-
-
-def optimizer_steps(run: Run, gan: GAN, step: int, tc: VocoderTrainConfig, loss_g: Tensor,
-                    losses_d: dict[str, Tensor], adversarial: bool) -> dict[str, Tensor]:
-    """The generator's step and, when adversarial, the discriminators' (each skipped on a non-finite
-    loss or gradient), then their schedules; returns the gradient norms."""
-    norms = {"grad_norm_g": run.optimizer_step(step + 1, gan.opt_g, gan.generator.parameters(), gan.scaler_g,
-                                               tc.grad_clip, loss_g, name="generator").grad_norm}
-    if adversarial:
-        loss_d = weighted_total(losses_d, tc.loss_weights)
-        norms["grad_norm_d"] = run.optimizer_step(step + 1, gan.opt_d, gan.discriminators.parameters(), gan.scaler_d,
-                                                  tc.grad_clip, loss_d, name="discriminators").grad_norm
-    gan.sched_g.step()
-    if adversarial:  # the discriminators' schedule starts when they do
-        gan.sched_d.step()
-    return norms
 
 
 def evaluate(run: Run, step: int, generator: nn.Module, held: AudioCache, tc: VocoderTrainConfig,
@@ -227,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     order = BatchOrder(len(train_data), tc.batch_size, tc.seed, run.rank, run.world)
 
     # ---- models, optimizers, schedulers, scalers
-    gan = build_gan(cfg, device)
+    scalers = make_grad_scaler(device, tc.amp), make_grad_scaler(device, tc.amp)  # generator's, discriminators'
+    gan = build_gan(cfg.model, tc, tc.lr_decay, tc.lr_decay_steps, device, scalers)
     objects = gan.checkpoint_objects(order)
     run.load_init({"generator": gan.generator, "discriminators": gan.discriminators})
     step = run.restore(run.resume_payload(), objects)
@@ -246,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         prefetch.next_steps(order, tc.grad_accum)
         for _ in range(tc.grad_accum):
             wav, mel = random_segments(train_data, order.next(), tc.segment_size)
-            losses_g, losses_d, loss_g = micro_batch(gan, wav.to(device), mel.to(device), mel_fn, tc, device,
-                                                     adversarial)
+            losses_g, losses_d, loss_g = micro_batch(gan, wav.to(device), mel.to(device), mel_fn, tc,
+                                                     tc.loss_weights, device, adversarial)
             for k, v in {**losses_g, **losses_d, "loss": loss_g}.items():
                 totals[k] = totals.get(k, 0.0) + v.detach() / tc.grad_accum
-        norms = optimizer_steps(run, gan, step, tc, loss_g, losses_d, adversarial)
+        norms = optimizer_steps(run, gan, step, tc, tc.loss_weights, loss_g, losses_d, adversarial)
         step += 1
         run.step_done()
         if step % tc.log_every == 0:  # every rank: the losses are averaged over them

@@ -94,6 +94,12 @@ def talker_heldout(model: nn.Module, data: TalkerData, batch_size: int, n_batche
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
+def talker_summary(avg: dict[str, float], n_q: int) -> str:
+    """One line of held-out figures: the loss, each codebook's perplexity and c0's accuracy."""
+    ppl = ", ".join(f"c{k} {perplexity(avg[f'c{k}']):.1f}" for k in range(n_q))
+    return f"held-out loss {avg['loss']:.3f}, perplexity {ppl}, c0_accuracy {avg['c0_accuracy']:.3f}"
+
+
 def perplexities(losses: dict[str, float], n_q: int) -> dict[str, float]:
     """Per codebook (``c{k}_perplexity``) and over all (``perplexity``) from the cross-entropies ``c{k}``."""
     out = {f"c{k}_perplexity": perplexity(losses[f"c{k}"]) for k in range(n_q) if f"c{k}" in losses}
