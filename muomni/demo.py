@@ -40,7 +40,7 @@ DEMO_RUNS = Path("checkpoints/demo")  # every demo run lives here (make clean-de
 
 # Minutes per stage: the whole demo in 30 minutes on a slow 2-core machine (the Talker at ~1 step/s).
 # The evaluation stages do not stop on their budgets, so theirs are sized from measured runs with 40 % or more
-# to spare; the Talker gave them 3.5 minutes (on a CPU with bf16 its autocast steps 1.24-1.35x faster at 2
+# to spare; the Talker gave them 3.5 minutes (on a CPU with bf16 its autocast steps 1.24-1.38x faster at 2
 # threads, so it trains about as many steps in 11.5 minutes as it did in 15; docs/RESULTS.md).
 STAGE_BUDGET_MINUTES: dict[str, float] = {
     "corpus": 2.0, "check corpus": 0.5, "codec": 3.5, "tokenize": 1.0, "talker": 11.5, "vocoder": 2.0,
