@@ -200,7 +200,7 @@ class EuclideanCodebook(nn.Module):
             # are drawn every step and only dead rows take them: no host sync to ask whether any died.
             # Relative to the uniform rate, the threshold means the same for any batch and codebook size.
             uniform = cluster_size.sum() / self.size
-            dead = self._dead(cluster_size)  # (K,); the same on every rank
+            dead = self.dead(cluster_size)  # (K,); the same on every rank
             fresh = broadcast_tensor(_sample(everyone(), self.size))  # (K, D)
             embed = torch.where(dead[:, None], fresh, embed)
             embed_avg = torch.where(dead[:, None], fresh * uniform, embed_avg)
@@ -218,11 +218,10 @@ class EuclideanCodebook(nn.Module):
         self.commit_()
         return replaced
 
-    def dead(self) -> torch.Tensor:
-        """(K,) bool: codes whose EMA usage fell under ``dead_threshold`` x the uniform usage."""
-        return self._dead(self.cluster_size)
-
-    def _dead(self, cluster_size: torch.Tensor) -> torch.Tensor:
+    def dead(self, cluster_size: torch.Tensor | None = None) -> torch.Tensor:
+        """(K,) bool: codes whose EMA usage (``cluster_size``, by default the buffer) fell under
+        ``dead_threshold`` x the uniform usage."""
+        cluster_size = self.cluster_size if cluster_size is None else cluster_size
         return cluster_size < self.dead_threshold * cluster_size.sum() / self.size
 
 
