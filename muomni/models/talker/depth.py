@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from muomni.models.layers import Transformer
+from muomni.models.layers import Transformer, masked_mean
 from muomni.models.talker.config import TalkerConfig
 
 
@@ -59,11 +59,9 @@ class DepthDecoder(nn.Module):
         picked = codes.flatten(0, 1)[idx]  # (M, n_q)
         logits = self.logits(h.flatten(0, 1)[idx], picked[:, :-1])  # (M, n_q - 1, K)
         target = picked[:, 1:]  # (M, n_q - 1)
-        total = weight.sum().clamp(min=1.0)
-        ce = [(F.cross_entropy(logits[:, i].float(), target[:, i], reduction="none") * weight).sum() / total
+        ce = [masked_mean(F.cross_entropy(logits[:, i].float(), target[:, i], reduction="none"), weight)
               for i in range(self.n_q - 1)]
-        acc = [((logits[:, i].argmax(-1) == target[:, i]).float() * weight).sum() / total
-               for i in range(self.n_q - 1)]
+        acc = [masked_mean((logits[:, i].argmax(-1) == target[:, i]).float(), weight) for i in range(self.n_q - 1)]
         return ce, acc
 
     @torch.no_grad()
