@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,16 +36,6 @@ from muomni.data.tokenize import mel_cache_dir  # noqa: E402
 from muomni.models.codec import load_codec  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
 from muomni.wer import word_error_rate  # noqa: E402
-
-
-def whisper_model(threads: int):
-    """The evaluation's Whisper (bundled tiny.en, int8, temperature fallback): muomni.asr."""
-    torch.set_num_threads(threads)
-    return load_asr("whisper")
-
-
-def transcribe(model, wavs: list[np.ndarray]) -> list[str]:
-    return model.transcribe(wavs)
 
 
 def wer(refs: list[str], hyps: list[str]) -> float:
@@ -79,7 +68,7 @@ def score_codec(name: str, path: str, mels: list[torch.Tensor], n_words: int, re
     start = time.perf_counter()
     for key, fn in variants.items():
         recs = [fn(m[None])[0] for m in mels[:n_words]]
-        row[f"wer_{key}"] = wer(refs, transcribe(asr, [mel_to_wav(r) for r in recs]))
+        row[f"wer_{key}"] = wer(refs, asr.transcribe([mel_to_wav(r) for r in recs]))
         print(f"{name} {key}: word error {row[f'wer_{key}']}", file=sys.stderr, flush=True)  # progress
         if png is not None and key == "round_trip":
             png.mkdir(parents=True, exist_ok=True)
@@ -108,13 +97,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     mels = [m[: m.shape[0] // 5 * 5] for m in mels]
     items = [corpus.heldout[i] for i in keep[: args.limit]]
     refs = [it.text for it in items]
-    asr = whisper_model(args.threads)
+    asr = load_asr("whisper")  # the evaluation's Whisper (bundled tiny.en, int8, temperature fallback)
     rows = []
     if not args.no_references:
         truth = [load_audio(it.path) for it in items]  # item paths already include the corpus root
-        rows.append({"design": "ground truth", "wer": wer(refs, transcribe(asr, truth))})
+        rows.append({"design": "ground truth", "wer": wer(refs, asr.transcribe(truth))})
         rows.append({"design": "Griffin-Lim on original mels",
-                     "wer": wer(refs, transcribe(asr, [mel_to_wav(m) for m in mels[: args.limit]]))})
+                     "wer": wer(refs, asr.transcribe([mel_to_wav(m) for m in mels[: args.limit]]))})
         for r in rows:
             print(json.dumps(r), flush=True)
     prefixes = [int(q) for q in args.prefix.split(",") if q]

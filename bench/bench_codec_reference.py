@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from muomni.asr import transcribe  # noqa: E402
+from muomni.asr import load_asr, transcribe  # noqa: E402
 from muomni.audio import load_audio  # noqa: E402
 from muomni.config import DataConfig, read_json_with_base  # noqa: E402
 from muomni.data import load_corpus, mel_cache  # noqa: E402
@@ -72,22 +72,21 @@ def whisper_rows(items: list, originals: list[torch.Tensor], reconstructions: di
     row = {**row, "unit": f"word error, Whisper tiny.en ({len(items)} held-out utterances)"}
     try:
         sys.path.insert(0, str(ROOT / "bench"))
-        from bench_codec_designs import transcribe as whisper
-        from bench_codec_designs import wer, whisper_model
+        from bench_codec_designs import wer
 
-        asr = whisper_model(torch.get_num_threads())
+        asr = load_asr("whisper")
     except ImportError as err:
         return [{**row, "metric": f"Whisper (not measured: {err})", "value": None, "baseline_value": None,
                  "target": None}]
 
     refs = [it.text for _, it in items]
-    truth = wer(refs, whisper(asr, [load_audio(it.path) for _, it in items]))
-    original = wer(refs, whisper(asr, [mel_to_wav(m) for m in originals]))
+    truth = wer(refs, asr.transcribe([load_audio(it.path) for _, it in items]))
+    original = wer(refs, asr.transcribe([mel_to_wav(m) for m in originals]))
     out = [{**row, "metric": "ground truth (corpus wavs)", "value": truth, "baseline_value": original,
             "target": None}]
     for preset, mels in reconstructions.items():
         out.append({**row, "metric": f"{PRESETS[preset][0]} x {PRESETS[preset][1]} (the {preset} rate)",
-                    "value": wer(refs, whisper(asr, [mel_to_wav(m) for m in mels])), "baseline_value": original,
+                    "value": wer(refs, asr.transcribe([mel_to_wav(m) for m in mels])), "baseline_value": original,
                     "target": "a trained codec at the same rate must score lower (issue 16: by >= 0.3 at 2 x 128)"})
     return out
 

@@ -115,10 +115,6 @@ def finished(config: Path, expected: dict[str, str] | None = None) -> tuple[bool
     return False, f"interrupted at step {found[-1][0]}"
 
 
-def corpus_id(data: Path) -> str:
-    return corpus_fingerprint(data)
-
-
 def codec_id(config: Path) -> str:
     return codec_hash(load_codec(newest_checkpoint(config)))
 
@@ -175,7 +171,7 @@ class Demo:
         self.stage("corpus", [PY, "-m", "muomni.data.demo", "--out", str(data), "--utterances", str(a.utterances),
                               "--voices", a.voices, "--seed", str(a.seed)])
         self.stage("check corpus", [PY, "-m", "muomni.data", "check", str(data)])
-        corpus = {"corpus": corpus_id(data)}
+        corpus = {"corpus": corpus_fingerprint(data)}
         codec = self.train("codec", "train_codec.py", CONFIGS / "codec.json", corpus)
         self.stage("tokenize", [PY, "-m", "muomni.data.tokenize", "--codec", str(codec), "--data", str(data)])
         talker = self.train("talker", "train_talker.py", CONFIGS / "talker.json",

@@ -113,16 +113,16 @@ def perplexities(losses: dict[str, float], n_q: int) -> dict[str, float]:
 
 @torch.no_grad()
 def heldout_mel_l1(vocode: Callable[[Tensor], Tensor], data: AudioCache, limit: int,
-                   device: torch.device) -> tuple[float, list[tuple[Tensor, Tensor]]]:
+                   device: torch.device) -> tuple[float, list[tuple[Tensor, Tensor, Tensor, float]]]:
     """Mean over whole held-out utterances of L1(log-mel(vocode(mel)), log-mel(real)); and the outputs
-    (fake wav (N,), real log-mel (T, 128)) per utterance."""
+    (fake wav (N,), real log-mel (T, 128), fake log-mel (T, 128), mel L1) per utterance."""
     scores, outputs = [], []
     for i in range(min(limit, len(data))):
         wav, mel = data.get(i)
         fake = vocode(mel.unsqueeze(0).to(device))[0, :len(wav)].float().cpu()  # (N,)
-        real_mel = log_mel(wav)[0]
-        scores.append(mel_l1(real_mel, log_mel(fake)[0]).item())
-        outputs.append((fake, real_mel))
+        real_mel, fake_mel = log_mel(wav)[0], log_mel(fake)[0]
+        scores.append(mel_l1(real_mel, fake_mel).item())
+        outputs.append((fake, real_mel, fake_mel, scores[-1]))
     return float(np.mean(scores)) if scores else float("nan"), outputs
 
 

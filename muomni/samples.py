@@ -13,14 +13,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from muomni.audio import load_audio, log_mel, mel_to_png, save_wav
+from muomni.audio import load_audio, mel_to_png, save_wav
 from muomni.data.cache import MelCache
 from muomni.data.corpus import Item
 from muomni.data.talker import TalkerItem
 from muomni.data.vocoder import AudioCache
 from muomni.metrics import heldout_mel_l1
 from muomni.models.griffinlim import mel_to_wav
-from muomni.models.hifigan import mel_l1
 from muomni.synthesis import TalkerBundle, codes_to_mel, probs_to_mel, text_to_codes
 from muomni.training import write_json
 
@@ -51,12 +50,11 @@ def vocoder_samples(folder: Path, step: int, generator: nn.Module, data: AudioCa
     _, outputs = heldout_mel_l1(generator, data, n, device)
     generator.train()
     info = []
-    for k, (fake, real_mel) in enumerate(outputs):
+    for k, (fake, real_mel, fake_mel, score) in enumerate(outputs):  # the log-mels and L1 heldout_mel_l1 made
         item = data.items[k]
         save_wav(folder / f"{k:02d}_{item.id}.wav", fake)
-        fake_mel = log_mel(fake)[0]
         mel_to_png(folder / f"{k:02d}_{item.id}.png", [real_mel, fake_mel], [f"{item.id}: real", f"step {step}"])
-        info.append({"id": item.id, "text": item.text, "mel_l1": mel_l1(real_mel, fake_mel).item()})
+        info.append({"id": item.id, "text": item.text, "mel_l1": score})
     write_json(folder / "info.json", {"step": step, "items": info})
 
 
