@@ -40,6 +40,7 @@ from muomni.training import (
     lr_lambda,
     make_grad_scaler,
     maybe_compile,
+    precision_name,
 )
 
 
@@ -56,6 +57,8 @@ class CodecTrainConfig(TrainConfig):
         unknown = sorted(set(self.loss_weights) - {*LOSSES, "commit"})
         if unknown:
             raise ConfigError(f"train.loss_weights: unknown loss '{unknown[0]}' (known: {', '.join(LOSSES)}, commit)")
+        if not any(self.loss_weights.values()):
+            raise ConfigError("train.loss_weights: every weight is 0, so nothing would be trained")
 
 
 @dataclass
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     step = run.restore(run.resume_payload(), objects)
     run.info(f"{len(train_idx)} train / {len(held_idx)} held-out utterances; {cfg.model.n_codebooks} x "
              f"{cfg.model.codebook_size} codes = {cfg.model.bitrate:.0f} bit/s; "
-             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {device}")
+             f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params on {device}, "
+             f"{precision_name(device, tc.amp, tc.cpu_precision)}")
 
     # The quantizer all-reduces its own statistics, so DDP need not broadcast the codebook buffers.
     ddp_model = maybe_compile(run.wrap(model, forward_sync_buffers=False), tc.compile)
@@ -121,10 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     model.rvq.defer_updates(True)  # codebook statistics change only when the step is accepted
     while step < tc.steps and not run.stop_requested:
         mel = crop_batch(train_mels, [train_idx[j] for j in order.next()], tc.crop_frames * per, [tc.seed, step])
-        with autocast(device, tc.amp):
+        with autocast(device, tc.amp, tc.cpu_precision):  # the quantizer computes in float32 inside
             out = ddp_model(mel.to(device))
-        # Named losses weighted by train.loss_weights; a loss without a weight is logged, not trained on.
-        loss = sum(weights.get(name, 0.0) * value for name, value in out.losses.items())
+        # Named losses weighted by train.loss_weights; a loss without a weight is logged, not trained on,
+        # and left out of the sum, so that backward does not run through it (a weight of 0 still would).
+        loss = sum(weights[name] * value for name, value in out.losses.items() if weights.get(name, 0.0))
         scaler.scale(loss).backward()
         result = run.optimizer_step(step + 1, opt, model.parameters(), scaler, tc.grad_clip, loss)
         if result.accepted:  # the same decision on every rank: the codebooks stay equal

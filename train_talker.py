@@ -33,11 +33,11 @@ from muomni.synthesis import TalkerBundle
 from muomni.talker_training import batch_order, build_optimizer, micro_batch, talker_data
 from muomni.text import TextProcessor
 from muomni.training import (
-    CPU_PRECISIONS,
     Run,
     add_run_args,
     load_run_config,
     maybe_compile,
+    precision_name,
     unwrap,
     write_json,
 )
@@ -63,15 +63,9 @@ class TalkerTrainConfig(TrainConfig):
     sample_top_k: int = 0
     sample_top_p: float = 0.0
     sample_seed: int = 0
-    # bf16 autocast for training on CPU: fp32 | bf16 | auto (bf16 only on a CPU with native bf16, e.g.
-    # AVX512-BF16, where the step's matmuls run ~2.7x faster); CUDA follows train.amp
-    cpu_precision: str = "fp32"
 
     def __post_init__(self):
         super().__post_init__()
-        if self.cpu_precision not in CPU_PRECISIONS:
-            raise ConfigError(f"train.cpu_precision = {self.cpu_precision!r}: "
-                              f"expected one of {', '.join(CPU_PRECISIONS)}")
         if self.batching not in ("fixed", "dynamic"):
             raise ConfigError(f"train.batching = {self.batching!r}: expected fixed or dynamic")
         if not 0 < self.max_length_percentile <= 100:
@@ -115,7 +109,8 @@ def train(cfg: TalkerRun, run: Run) -> int:
     model = build_talker(m).to(run.device)
     run.info(f"Talker ({m.arch}): {count_parameters(model) / 1e6:.2f} M parameters, {cfg.train.steps} steps, "
              f"{len(data.train)} train / {len(data.heldout)} held-out utterances, max_text {m.max_text}, "
-             f"max_frames {m.max_frames} ({data.describe_truncation()})")
+             f"max_frames {m.max_frames} ({data.describe_truncation()}); "
+             f"{precision_name(run.device, cfg.train.amp, cfg.train.cpu_precision)} on {run.device}")
     opt, sched, scaler = build_optimizer(model, cfg.train, run.device)
     order = batch_order(data, cfg.train.batching, cfg.train.batch_size, cfg.train.seed, run.rank, run.world)
     objects = {"model": model, "optim": opt, "sched": sched, "scaler": scaler, "order": order}

@@ -68,6 +68,9 @@ class VocoderTrainConfig(TrainConfig):
         for key in ("mel", "adv", "fm", "d_real", "d_fake"):
             if key not in self.loss_weights:
                 raise ConfigError(f"train.loss_weights lacks '{key}' (needs mel, adv, fm, d_real, d_fake)")
+        if self.cpu_precision != "fp32":
+            raise ConfigError(f"train.cpu_precision = {self.cpu_precision!r}: the vocoder trains in float32 on "
+                              "CPU (its GAN was never measured in bf16); only the codec and the Talker take bf16")
 
 
 @dataclass

@@ -190,6 +190,8 @@ def test_forward_returns_every_named_loss_and_the_trainer_weights_only_known_nam
     train_codec.CodecTrainConfig(loss_weights={"recon": 1.0, "l1": 1.0, "delta_time": 0.5, "commit": 0.25})
     with pytest.raises(ConfigError, match="unknown loss 'l2'"):
         train_codec.CodecTrainConfig(loss_weights={"recon": 1.0, "l2": 1.0})
+    with pytest.raises(ConfigError, match="every weight is 0"):
+        train_codec.CodecTrainConfig(loss_weights={"recon": 0.0, "commit": 0})
 
 
 def test_a_codec_of_the_old_architecture_loads_with_the_new_fields_at_their_defaults():
@@ -342,3 +344,29 @@ def test_evaluate_codec_cli_reports_word_error_per_speaker(trained_run: Path, fl
     for key in ("original", "codec"):  # the per-speaker figures recombine into the pooled one
         assert sum(d[key] * d["words"] for d in by.values()) / words == pytest.approx(report[f"wer_{key}"])
     assert 0 < report["mse_std"] and report["bitrate"] == pytest.approx(12.5 * 2 * 4)
+
+
+def test_the_codec_trains_under_cpu_bf16_autocast_with_its_quantizer_in_float32():
+    """train.cpu_precision=bf16 autocasts the encoder and decoder; the codebooks, their distances and EMA
+    updates stay float32, so the codes mean the same under fp32 and bf16 training and eval is unchanged."""
+    torch.manual_seed(0)
+    model = CodecModel(CodecConfig(**TINY))
+    model.train()
+    model.rvq.defer_updates(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    mel = torch.randn(4, 40, 128)
+    for _ in range(3):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(mel)
+        assert out.mel.dtype == torch.float32 and all(torch.isfinite(v) for v in out.losses.values())
+        opt.zero_grad()
+        (out.losses["recon"] + 0.25 * out.losses["commit"]).backward()
+        opt.step()
+        model.rvq.commit_updates()
+    book = model.rvq.layers[0].codebook
+    assert book.embed.dtype == torch.float32 and book.cluster_size.dtype == torch.float32
+    grads = [p for p in model.parameters() if p.grad is not None]
+    assert grads and all(p.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in grads)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(mel).mel, model.decode(model.encode(mel)))

@@ -287,7 +287,7 @@ def _cpu_flags() -> set[str]:
 def test_cpu_precision_picks_bf16_only_where_asked_or_native():
     """fp32 never casts, bf16 always does, auto only where the CPU has bf16 in hardware (its cpuinfo flags);
     train.amp (enabled) governs CUDA only, so it does not turn a CPU bf16 choice off."""
-    from muomni.training import amp_dtype, autocast, cpu_has_native_bf16
+    from muomni.training import amp_dtype, autocast, cpu_has_native_bf16, precision_name
 
     cpu = torch.device("cpu")
     assert cpu_has_native_bf16() == bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
@@ -299,3 +299,4 @@ def test_cpu_precision_picks_bf16_only_where_asked_or_native():
                                       ("bf16", False, torch.bfloat16), ("auto", True, native or torch.float32)]:
         with autocast(cpu, enabled, precision):
             assert layer(x).dtype == dtype, (precision, enabled)
+        assert precision_name(cpu, enabled, precision) == ("bf16 autocast" if dtype == torch.bfloat16 else "float32")

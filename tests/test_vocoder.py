@@ -223,3 +223,15 @@ def test_decoding_threads_train_exactly_the_same_steps(tmp_path, flite_corpus, k
     assert order0 == order2
     for name in g0:
         torch.testing.assert_close(g2[name], g0[name], rtol=0, atol=0, msg=name)
+
+
+def test_the_vocoder_refuses_cpu_bf16_by_name():
+    """train.cpu_precision is shared by every stage's config; the vocoder's GAN was never measured in bf16,
+    so asking for it is a clear error rather than a silently ignored key."""
+    from muomni.config import ConfigError
+
+    train_vocoder = _train_module()
+    assert train_vocoder.VocoderTrainConfig().cpu_precision == "fp32"
+    for value in ("bf16", "auto"):
+        with pytest.raises(ConfigError, match="train.cpu_precision.*vocoder trains in float32"):
+            train_vocoder.VocoderTrainConfig(cpu_precision=value)

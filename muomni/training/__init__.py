@@ -46,17 +46,17 @@ from muomni.checkpoint import (
     save_checkpoint,
     step_checkpoints,
 )
-from muomni.config import ConfigError, config_to_dict, load_config
+from muomni.config import CPU_PRECISIONS, ConfigError, config_to_dict, load_config
 from muomni.distributed import any_ranks, barrier, broadcast_object, gather_object, init_distributed
 
 from .cli import add_run_args, load_run_config
 from .device import (
-    CPU_PRECISIONS,
     amp_dtype,
     autocast,
     cpu_has_native_bf16,
     make_grad_scaler,
     maybe_compile,
+    precision_name,
     select_device,
     unwrap,
 )
@@ -76,6 +76,6 @@ __all__ = [
     "autocast", "cpu_has_native_bf16",
     "barrier", "broadcast_object", "config_mismatch", "config_to_dict", "finite_flags", "gather_object",
     "init_distributed", "load_checkpoint", "load_config", "load_run_config", "lr_lambda", "make_grad_scaler",
-    "maybe_compile", "rng_state", "save_checkpoint", "seed_everything", "select_device", "set_rng_state",
-    "step_checkpoints", "unwrap", "write_json", "write_text",
+    "maybe_compile", "precision_name", "rng_state", "save_checkpoint", "seed_everything", "select_device",
+    "set_rng_state", "step_checkpoints", "unwrap", "write_json", "write_text",
 ]

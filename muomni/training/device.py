@@ -37,9 +37,6 @@ def _pick_device(pref: str) -> torch.device:
     return torch.device("cpu")
 
 
-CPU_PRECISIONS = ("fp32", "bf16", "auto")
-
-
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 matmuls beat fp32.
 
@@ -67,6 +64,12 @@ def autocast(device: torch.device, enabled: bool = True, cpu_precision: str = "f
     """enabled (train.amp) governs CUDA, cpu_precision the CPU; nullcontext() where neither casts."""
     dtype = amp_dtype(device, cpu_precision) if enabled or device.type == "cpu" else None
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def precision_name(device: torch.device, enabled: bool = True, cpu_precision: str = "fp32") -> str:
+    """What :func:`autocast` computes in, for the log: "bf16 autocast", "fp16 autocast" or "float32"."""
+    dtype = amp_dtype(device, cpu_precision) if enabled or device.type == "cpu" else None
+    return {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(dtype, "float32")
 
 
 def make_grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
