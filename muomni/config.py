@@ -78,7 +78,7 @@ class TrainConfig:
     wandb_mode: str = "offline"  # offline | online
     num_workers: int = 0  # vocoder: threads decoding the next step's audio while a step trains (0 = in the loop)
     # bf16 autocast for training on CPU (codec, Talker): fp32 | bf16 | auto (bf16 only on a CPU with native
-    # bf16, e.g. AVX512-BF16, where matmuls and convolutions run ~2.7x faster); CUDA follows train.amp
+    # bf16, e.g. AVX512-BF16, where matmuls run ~2.7x faster); CUDA follows train.amp; the vocoder refuses it
     cpu_precision: str = "fp32"
 
     def __post_init__(self):

@@ -60,15 +60,19 @@ def amp_dtype(device: torch.device, cpu_precision: str = "fp32") -> torch.dtype 
     return None
 
 
+def _autocast_dtype(device: torch.device, enabled: bool, cpu_precision: str) -> torch.dtype | None:
+    return amp_dtype(device, cpu_precision) if enabled or device.type == "cpu" else None
+
+
 def autocast(device: torch.device, enabled: bool = True, cpu_precision: str = "fp32"):
     """enabled (train.amp) governs CUDA, cpu_precision the CPU; nullcontext() where neither casts."""
-    dtype = amp_dtype(device, cpu_precision) if enabled or device.type == "cpu" else None
+    dtype = _autocast_dtype(device, enabled, cpu_precision)
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
 def precision_name(device: torch.device, enabled: bool = True, cpu_precision: str = "fp32") -> str:
     """What :func:`autocast` computes in, for the log: "bf16 autocast", "fp16 autocast" or "float32"."""
-    dtype = amp_dtype(device, cpu_precision) if enabled or device.type == "cpu" else None
+    dtype = _autocast_dtype(device, enabled, cpu_precision)
     return {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast"}.get(dtype, "float32")
 
 
