@@ -29,7 +29,7 @@ from muomni.data.codec import crop_batch, mel_statistics, usable
 from muomni.data.tokenize import mel_cache_dir
 from muomni.distributed import mean_over_ranks
 from muomni.metrics import codec_heldout
-from muomni.models.codec import LOSSES, CodecConfig, CodecModel
+from muomni.models.codec import LOSSES, CodecConfig, CodecModel, weighted_loss
 from muomni.samples import codec_samples
 from muomni.training import (
     BatchOrder,
@@ -127,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         mel = crop_batch(train_mels, [train_idx[j] for j in order.next()], tc.crop_frames * per, [tc.seed, step])
         with autocast(device, tc.amp, tc.cpu_precision):  # the quantizer computes in float32 inside
             out = ddp_model(mel.to(device))
-        # Named losses weighted by train.loss_weights; a loss without a weight is logged, not trained on,
-        # and left out of the sum, so that backward does not run through it (a weight of 0 still would).
-        loss = sum(weights[name] * value for name, value in out.losses.items() if weights.get(name, 0.0))
+        loss = weighted_loss(out.losses, weights)  # train.loss_weights; a loss without a weight is logged only
         scaler.scale(loss).backward()
         result = run.optimizer_step(step + 1, opt, model.parameters(), scaler, tc.grad_clip, loss)
         if result.accepted:  # the same decision on every rank: the codebooks stay equal

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     objects = gan.checkpoint_objects(order)
     run.load_init({"generator": gan.generator, "discriminators": gan.discriminators})
     step = run.restore(run.resume_payload(), objects)
-    gan.wrap(run, tc.compile)
+    gan.wrap(run.wrap, tc.compile)
     mel_fn = MelSpectrogram().to(device)
     run.info(f"{len(train_data)} train / {len(held_data)} held-out utterances; generator "
              f"{sum(p.numel() for p in gan.generator.parameters()) / 1e6:.2f} M params on {device}")

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from muomni.config import load_config  # noqa: E402
-from muomni.models.codec import CodecModel  # noqa: E402
+from muomni.models.codec import CodecModel, weighted_loss  # noqa: E402
 from muomni.training import autocast  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("train_codec", ROOT / "train_codec.py")
@@ -52,7 +52,7 @@ class Design:
         tc = self.cfg.train
         with autocast(torch.device("cpu"), tc.amp, tc.cpu_precision):
             out = self.model(self.mel)
-        loss = sum(tc.loss_weights[k] * v for k, v in out.losses.items() if tc.loss_weights.get(k, 0.0))
+        loss = weighted_loss(out.losses, tc.loss_weights)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

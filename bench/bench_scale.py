@@ -31,18 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from muomni.audio import HOP_LENGTH, N_MELS, MelSpectrogram  # noqa: E402
-from muomni.config import read_json_with_base  # noqa: E402
-from muomni.models.codec import CodecConfig, CodecModel  # noqa: E402
-from muomni.models.discriminators import Discriminators  # noqa: E402
-from muomni.models.hifigan import (  # noqa: E402
-    Generator,
-    HiFiGANConfig,
-    discriminator_losses,
-    feature_matching_loss,
-    generator_adversarial_loss,
-    mel_l1,
-    weighted_total,
-)
+from muomni.config import TrainConfig, read_json_with_base  # noqa: E402
+from muomni.gan import build_gan, micro_batch  # noqa: E402
+from muomni.models.codec import CodecConfig, CodecModel, weighted_loss  # noqa: E402
+from muomni.models.hifigan import HiFiGANConfig  # noqa: E402
 from muomni.models.talker import Talker, TalkerConfig, build_talker, talker_config  # noqa: E402
 from muomni.models.talker.generate import compiled_decode_step, decode_one, kv_caches, prefill  # noqa: E402
 from muomni.training import amp_dtype, autocast, make_grad_scaler, maybe_compile  # noqa: E402
@@ -81,7 +73,7 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
         def loss():
             with autocast(device, amp):
                 out = fn(mel)
-            return sum(weights.get(k, 0.0) * v for k, v in out.losses.items())  # unweighted losses are logged only
+            return weighted_loss(out.losses, weights)
 
     elif preset.startswith("talker"):
         codec = preset_config("codec_base" if "base" in preset else "codec_tiny")["model"]  # the codec it pairs with
@@ -103,27 +95,25 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
                 return fn(**data).losses["loss"]
 
     else:
-        hcfg = HiFiGANConfig(**cfg["model"])
-        gen, disc = Generator(hcfg).to(device), Discriminators(hcfg).to(device)
         on_cpu_v1 = preset == "vocoder_v1" and device.type == "cpu"
         batch = batch or (VOCODER_V1_BATCH if on_cpu_v1 else cfg["train"].get("batch_size", 2))
         mel = torch.randn(batch, SEGMENT_FRAMES, N_MELS, device=device) - 4
         wav = 0.1 * torch.randn(batch, SEGMENT_FRAMES * HOP_LENGTH, device=device)
         mel_fn = MelSpectrogram().to(device)
-        g_fn, d_fn = maybe_compile(gen, compiled), maybe_compile(disc, compiled)
-        params = list(gen.parameters()) + list(disc.parameters())
+        train, weights = TrainConfig(batch_size=batch, amp=amp), cfg["train"]["loss_weights"]
+        scalers = (make_grad_scaler(device, amp), make_grad_scaler(device, amp))
+        gan = build_gan(HiFiGANConfig(**cfg["model"]), train, 1.0, 1, device, scalers)
+        gan.wrap(lambda module: module, compiled)  # one process: no DDP
 
-        weights = cfg["train"]["loss_weights"]
+        def gan_step():  # the stage's adversarial step: its micro-batch (both backwards), then both optimizers
+            gan.opt_g.zero_grad(set_to_none=True)
+            gan.opt_d.zero_grad(set_to_none=True)
+            micro_batch(gan, wav, mel, mel_fn, train, weights, device, adversarial=True)
+            for opt, grad_scaler in ((gan.opt_g, gan.scaler_g), (gan.opt_d, gan.scaler_d)):
+                grad_scaler.step(opt)
+                grad_scaler.update()
 
-        def loss():  # the generator's and the discriminators' losses of one GAN step, one backward
-            with autocast(device, amp):
-                fake = g_fn(mel)
-                real_scores, real_feats = d_fn(wav)
-                fake_scores, fake_feats = d_fn(fake)
-            losses = {"mel": mel_l1(mel_fn(wav), mel_fn(fake.float())), "adv": generator_adversarial_loss(fake_scores),
-                      "fm": feature_matching_loss(real_feats, fake_feats),
-                      **discriminator_losses(real_scores, [s.detach() for s in fake_scores])}
-            return weighted_total(losses, weights)
+        return gan_step, batch
 
     opt = torch.optim.AdamW(params, lr=1e-4)
 

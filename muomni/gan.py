@@ -7,6 +7,7 @@ holds what training adds around them, so that ``train_vocoder.py`` reads config 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -52,9 +53,11 @@ class GAN:
                 "opt_d": self.opt_d, "sched_g": self.sched_g, "sched_d": self.sched_d, "scaler_g": self.scaler_g,
                 "scaler_d": self.scaler_d, "order": order}
 
-    def wrap(self, run: Run, compile: bool) -> None:
-        self.generator_ddp = maybe_compile(run.wrap(self.generator), compile)
-        self.discriminators_ddp = maybe_compile(run.wrap(self.discriminators), compile)
+    def wrap(self, data_parallel: Callable[[nn.Module], nn.Module], compile: bool) -> None:
+        """The training wrappers: ``data_parallel`` (``Run.wrap``: DDP when the run has several processes),
+        then torch.compile when asked."""
+        self.generator_ddp = maybe_compile(data_parallel(self.generator), compile)
+        self.discriminators_ddp = maybe_compile(data_parallel(self.discriminators), compile)
         self.discriminators_frozen = maybe_compile(self.discriminators, compile)
 
 

@@ -177,6 +177,12 @@ def spectral_losses(rec: torch.Tensor, target: torch.Tensor,
 LOSSES = ("recon", "l1", "delta_time", "delta_freq", "pooled_l1")  # the names spectral_losses returns
 
 
+def weighted_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """The loss a codec trains on: sum of weights[name] * losses[name]. A loss without a weight (or with
+    weight 0) is logged only and left out of the sum, so that backward does not run through it."""
+    return sum(weights[name] * value for name, value in losses.items() if weights.get(name, 0.0))
+
+
 class CodecModel(nn.Module):
     def __init__(self, cfg: CodecConfig):
         super().__init__()
