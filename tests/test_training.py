@@ -300,3 +300,14 @@ def test_cpu_precision_picks_bf16_only_where_asked_or_native():
         with autocast(cpu, enabled, precision):
             assert layer(x).dtype == dtype, (precision, enabled)
         assert precision_name(cpu, enabled, precision) == ("bf16 autocast" if dtype == torch.bfloat16 else "float32")
+
+
+def test_a_failed_write_text_leaves_the_old_file_and_no_temp_file(tmp_path):
+    from muomni.training import write_text
+
+    target = tmp_path / "stats.json"
+    write_text(target, "old\n")
+    with pytest.raises(TypeError):
+        write_text(target, b"not text")  # fails inside the write, after the temp file exists
+    assert target.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]

@@ -10,13 +10,17 @@ from typing import Any
 
 
 def write_text(path: str | Path, text: str) -> None:
-    """Atomic text write (temp file + rename)."""
+    """Atomic text write (temp file + rename); on any failure the temp file goes and path is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
