@@ -40,6 +40,11 @@ ASR = "pocketsphinx"  # the recogniser the design targets were set with
 FRAMES = 5  # mel frames per code frame
 
 
+def wer(refs: list[str], hyps: list[str]) -> float:
+    """Corpus word error with the evaluation's normaliser (muomni.wer), rounded for the tables."""
+    return round(word_error_rate(refs, hyps), 3)
+
+
 class KMeansRVQ:
     """Residual k-means over standardised patches: stage q quantizes what stages 0..q-1 left."""
 
@@ -57,13 +62,20 @@ class KMeansRVQ:
         t = mel.shape[0] // FRAMES
         return ((mel[: t * FRAMES] - self.mean) / self.std).reshape(t, FRAMES * mel.shape[1])
 
-    def round_trip(self, mel: torch.Tensor) -> torch.Tensor:
-        residual = self.patches(mel)
-        out = torch.zeros_like(residual)
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        """(frames, n_mels) -> codes (frames // 5, n_q)."""
+        residual, codes = self.patches(mel), []
         for book in self.books:
-            picked = book[torch.cdist(residual, book).argmin(1)]
-            out, residual = out + picked, residual - picked
-        return out.reshape(-1, mel.shape[1]) * self.std + self.mean
+            codes.append(torch.cdist(residual, book).argmin(1))
+            residual = residual - book[codes[-1]]
+        return torch.stack(codes, -1)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        out = sum(book[c] for book, c in zip(self.books, codes.unbind(-1)))
+        return out.reshape(-1, self.mean.shape[0]) * self.std + self.mean
+
+    def round_trip(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(mel))
 
 
 def whisper_rows(items: list, originals: list[torch.Tensor], reconstructions: dict[str, list[torch.Tensor]],
@@ -71,9 +83,6 @@ def whisper_rows(items: list, originals: list[torch.Tensor], reconstructions: di
     """Whisper word error of ground truth, Griffin-Lim on the original mels and each k-means round trip."""
     row = {**row, "unit": f"word error, Whisper tiny.en ({len(items)} held-out utterances)"}
     try:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from bench_codec_designs import wer
-
         asr = load_asr("whisper")
     except ImportError as err:
         return [{**row, "metric": f"Whisper (not measured: {err})", "value": None, "baseline_value": None,
