@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ from muomni import audio
 from muomni.data import Item, check_report, load_corpus, mel_cache, read_corpus, split_heldout
 from muomni.data import demo as demo_mod
 from muomni.data.__main__ import main as data_main
+from muomni.data.cache import write_rows
 from muomni.data.sentences import SentenceGenerator
 from muomni.text import normalize_text
 
@@ -256,6 +258,34 @@ def test_mel_cache_matches_front_end_and_rebuilds_on_key_change(tmp_path: Path) 
     assert len(mel_cache(items[:2], tmp_path / "cache")) == 2
     assert not list((tmp_path / "cache").glob("*.tmp"))
 
+
+
+def test_two_builds_of_one_cache_at_once_both_succeed(tmp_path: Path) -> None:
+    """Two trainings started together on one corpus build its cache at the same moment: each writes its own
+    temporary files, so neither rename finds the other's file gone."""
+    barrier = threading.Barrier(2, timeout=10)
+
+    def rows():
+        barrier.wait()  # both writers have their temporary files open before either renames
+        yield np.ones((3, 4), np.float32)
+
+    npy, index = tmp_path / "c.npy", tmp_path / "c.json"
+    results, errors = [], []
+
+    def build() -> None:
+        try:
+            results.append(write_rows(npy, index, rows(), "<f2", 4, {"key": "k"}))
+        except Exception as err:  # noqa: BLE001 - surfaced by the assert below
+            errors.append(err)
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 2
+    assert np.load(npy).shape == (3, 4) and json.loads(index.read_text())["lengths"] == [3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.npy"]
 
 # ----- sentences and the demo corpus -----
 def test_sentence_generator_variety() -> None:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +77,10 @@ def mel_cache(items: list[Item], cache_dir: str | os.PathLike, name: str = "mels
 def write_rows(npy_path: Path, index_path: Path, arrays, dtype: str, width: int, index: dict) -> dict:
     """Stream (T_i, width) arrays into ONE .npy of (sum T_i, width) plus a JSON index with offsets and
     lengths, never holding more than one array in memory. Both files go to temporary names and are
-    renamed data first, index last, so an interrupted build never leaves a cache that looks valid."""
-    tmp_npy, tmp_index = npy_path.with_suffix(".npy.tmp"), index_path.with_suffix(".json.tmp")
+    renamed data first, index last, so an interrupted build never leaves a cache that looks valid. The
+    temporary names are unique per call: two runs that build the same cache at once (two trainings on one
+    corpus) each write their own and the last rename wins, both with the same content."""
+    tmp_npy, tmp_index = (_temp_beside(p) for p in (npy_path, index_path))
     offsets, lengths, total = [], [], 0
     try:
         with open(tmp_npy, "wb") as f:
@@ -97,6 +100,13 @@ def write_rows(npy_path: Path, index_path: Path, arrays, dtype: str, width: int,
         for tmp in (tmp_npy, tmp_index):
             tmp.unlink(missing_ok=True)
     return index
+
+
+def _temp_beside(path: Path) -> Path:
+    """A new, empty, uniquely named temporary file in path's folder (so the final rename is atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
 
 
 def _npy_header(rows: int, dtype: str, width: int) -> bytes:
