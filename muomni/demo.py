@@ -39,12 +39,14 @@ CONFIGS = Path("configs/demo")
 DEMO_RUNS = Path("checkpoints/demo")  # every demo run lives here (make clean-demo removes it)
 
 # Minutes per stage: the whole demo in 30 minutes on a slow 2-core machine (the Talker at ~1 step/s).
-# The evaluation stages do not stop on their budgets, so theirs are sized from measured runs with 40 % or more
-# to spare; the Talker gave them 3.5 minutes (on a CPU with bf16 its autocast steps 1.24-1.38x faster at 2
-# threads, so it trains about as many steps in 11.5 minutes as it did in 15; docs/RESULTS.md).
+# The corpus, check and evaluation stages do not stop on their budgets, so theirs are sized from measured
+# runs with room to spare (the corpus: 64-149 s, the slowest on a slow hour; evaluate codec 30-85 s; evaluate
+# vocoder 28-61 s; check 2-6 s); the Talker gave them 3.5 minutes (on a CPU with bf16 its autocast steps
+# 1.24-1.38x faster at 2 threads, so it trains about as many steps in 11.5 minutes as it did in 15;
+# docs/RESULTS.md).
 STAGE_BUDGET_MINUTES: dict[str, float] = {
-    "corpus": 2.0, "check corpus": 0.5, "codec": 3.5, "tokenize": 1.0, "talker": 11.5, "vocoder": 2.0,
-    "evaluate vocoder": 1.5, "synthesize": 4.0, "evaluate codec": 2.5, "pictures": 0.5,
+    "corpus": 3.0, "check corpus": 0.25, "codec": 3.5, "tokenize": 1.0, "talker": 11.5, "vocoder": 2.0,
+    "evaluate vocoder": 1.25, "synthesize": 4.0, "evaluate codec": 2.0, "pictures": 0.5,
 }
 # Stages scored by every recogniser of --asr; the others by the headline (first) one alone. The second
 # recogniser is read beside the headline on the table's first and last rows (ground truth, TTS), which the
