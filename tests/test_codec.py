@@ -23,7 +23,7 @@ from muomni.models.codec import (
     load_codec,
     spectral_losses,
 )
-from muomni.models.quantize import EuclideanCodebook, codebook_usage, nearest
+from muomni.models.quantize import STRAIGHT_THROUGH, EuclideanCodebook, ResidualVQ, codebook_usage, nearest
 from muomni.training import CheckpointError, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,39 @@ def test_eval_forward_equals_decode_of_encode(extra):
         codes = model.encode(mel)
         torch.testing.assert_close(out.codes, codes, rtol=0, atol=0)
         torch.testing.assert_close(out.mel, model.decode(codes))
+
+
+@pytest.mark.parametrize("n_q", [1, 2, 8], ids=["1-codebook", "2-codebooks", "8-codebooks"])
+@pytest.mark.parametrize("form", ["single", "residual"])
+def test_the_quantized_sum_passes_the_identity_gradient_to_its_input(form, n_q):
+    """One straight-through estimator for the whole residual sum: d(sum)/dx = I for any n_q. The
+    pre-2026-12-07 form ("per_layer") gave n_q x I, so the encoder's gradient grew with the codebooks."""
+    torch.manual_seed(0)
+    rvq = ResidualVQ(n_q, form, dim=8, codebook_dim=8, size=16, decay=0.9, kmeans_iters=2, dead_threshold=0.0)
+    x = torch.randn(2, 30, 8, requires_grad=True)
+    rvq(x.detach())  # k-means init
+    rvq(x).quantized.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones_like(x))
+    x.grad = None
+    ResidualVQ(n_q, "per_layer", dim=8, codebook_dim=8, size=16, decay=0.9, kmeans_iters=2,
+               dead_threshold=0.0)(x).quantized.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, float(n_q)))
+
+
+def test_every_straight_through_form_has_the_same_values_and_trains_the_output_projection():
+    outs = []
+    for form in STRAIGHT_THROUGH:
+        torch.manual_seed(0)
+        rvq = ResidualVQ(3, form, dim=8, codebook_dim=4, size=16, decay=0.9, kmeans_iters=2, dead_threshold=0.0)
+        x = torch.randn(2, 30, 8, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        res = rvq(x)
+        (res.quantized.square().sum() + res.commit_loss).backward()
+        assert all(layer.project_out.weight.grad.abs().sum() > 0 for layer in rvq.layers), form
+        assert all(layer.project_in.weight.grad.abs().sum() > 0 for layer in rvq.layers), form
+        outs.append((res.quantized.detach(), res.codes))
+    for quantized, codes in outs[1:]:
+        torch.testing.assert_close(codes, outs[0][1], rtol=0, atol=0)
+        torch.testing.assert_close(quantized, outs[0][0])
 
 
 def test_codes_shape_dtype_range_and_trailing_frames_dropped():
@@ -198,11 +231,12 @@ def test_a_codec_of_the_old_architecture_loads_with_the_new_fields_at_their_defa
     model = trained_a_little(CodecConfig(**TINY))
     payload = codec_to_dict(model)
     new_fields = ("decoder_blocks", "decoder_dilations", "decoder_attention_layers", "attention_heads",
-                  "codebook_lookup")
+                  "codebook_lookup", "straight_through")
     old_config = {k: v for k, v in payload["config"].items() if k not in new_fields}  # as an older version wrote it
     old = codec_from_dict({"config": old_config, "model": payload["model"]})
     mel = torch.randn(1, 25, 128)
     torch.testing.assert_close(old.decode(old.encode(mel)), model.decode(model.encode(mel)))
+    assert old.cfg.straight_through == "per_layer" and model.cfg.straight_through == "single"  # as each trained
     assert not any("attention" in k for k in model.state_dict())  # no attention: the old weight names exactly
     # Old weights under a config that asks for decoder attention: refused, naming the missing weight.
     with pytest.raises(ConfigError, match="decoder.attention.0"):

@@ -23,7 +23,7 @@ from torch import nn
 from muomni.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
 from muomni.checkpoint import load_checkpoint
 from muomni.config import ConfigError, config_from_dict, config_to_dict
-from muomni.models.quantize import LOOKUPS, QuantizedResult, ResidualVQ, codebook_usage
+from muomni.models.quantize import LOOKUPS, STRAIGHT_THROUGH, QuantizedResult, ResidualVQ, codebook_usage
 
 FRAMES_PER_TOKEN = 5  # 5 mel frames of 16 ms = one 80 ms code frame (12.5 code frames/s)
 
@@ -52,6 +52,9 @@ class CodecConfig:
     ema_decay: float = 0.99
     kmeans_iters: int = 10
     dead_code_threshold: float = 0.05  # fraction of the uniform usage under which a code is replaced
+    # How the encoder's gradient passes the residual stack (quantize.STRAIGHT_THROUGH). A codec checkpoint
+    # written before this key existed trained with "per_layer" (n_q x the gradient); it loads as such.
+    straight_through: str = "single"
 
     def __post_init__(self):
         for name in ("hidden_dim", "latent_dim", "kernel_size", "n_codebooks", "codebook_size", "codebook_dim"):
@@ -75,6 +78,9 @@ class CodecConfig:
         if self.codebook_lookup not in LOOKUPS:
             raise ConfigError(f"model.codebook_lookup must be one of {', '.join(LOOKUPS)}, "
                               f"got '{self.codebook_lookup}'")
+        if self.straight_through not in STRAIGHT_THROUGH:
+            raise ConfigError(f"model.straight_through must be one of {', '.join(STRAIGHT_THROUGH)}, "
+                              f"got '{self.straight_through}'")
         if not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"model.ema_decay must be in (0, 1), got {self.ema_decay}")
 
@@ -192,9 +198,10 @@ class CodecModel(nn.Module):
         self.register_buffer("mel_mean", torch.zeros(cfg.n_mels))
         self.register_buffer("mel_std", torch.ones(cfg.n_mels))
         self.encoder = ConvStack(patch, cfg.latent_dim, cfg, cfg.n_blocks, cfg.dilations)
-        self.rvq = ResidualVQ(cfg.n_codebooks, dim=cfg.latent_dim, codebook_dim=cfg.codebook_dim,
-                              size=cfg.codebook_size, decay=cfg.ema_decay, kmeans_iters=cfg.kmeans_iters,
-                              dead_threshold=cfg.dead_code_threshold, lookup=cfg.codebook_lookup)
+        self.rvq = ResidualVQ(cfg.n_codebooks, cfg.straight_through, dim=cfg.latent_dim,
+                              codebook_dim=cfg.codebook_dim, size=cfg.codebook_size, decay=cfg.ema_decay,
+                              kmeans_iters=cfg.kmeans_iters, dead_threshold=cfg.dead_code_threshold,
+                              lookup=cfg.codebook_lookup)
         self.decoder = ConvStack(cfg.latent_dim, patch, cfg,
                                  cfg.n_blocks if cfg.decoder_blocks is None else cfg.decoder_blocks,
                                  cfg.decoder_dilations or cfg.dilations, cfg.decoder_attention_layers)
@@ -271,6 +278,7 @@ def codec_from_dict(d: dict, source: str = "checkpoint") -> CodecModel:
     cfg_dict = d.get("config", {})
     if "model" in cfg_dict and isinstance(cfg_dict["model"], dict):  # a full run config: take its model section
         cfg_dict = cfg_dict["model"]
+    cfg_dict = {"straight_through": "per_layer", **cfg_dict}  # how codecs trained before the key existed
     cfg = config_from_dict({"model": cfg_dict}, _CodecSchema, source=source).model
     model = CodecModel(cfg)
     state = d.get("model")

@@ -251,7 +251,10 @@ class VectorQuantizer(nn.Module):
         with _float32(probs):
             return self.project_out(probs.float() @ self.codebook.embed)
 
-    def forward(self, x: torch.Tensor) -> QuantizedResult:
+    def forward(self, x: torch.Tensor, straight_through: bool = True) -> QuantizedResult:
+        """x (B, T, dim) -> quantized (B, T, dim), codes (B, T), commitment loss. With ``straight_through``
+        (training only) the quantized output passes its gradient on to x unchanged (VQ-VAE); without it the
+        output's gradient reaches only ``project_out`` (the residual stack's "single" form adds its own)."""
         with _float32(x):
             z = self.project_in(x.float())  # (B, T, Dc)
             flat = z.reshape(-1, z.shape[-1]).detach()
@@ -267,29 +270,48 @@ class VectorQuantizer(nn.Module):
                 q = self.codebook.decode(codes).view_as(z)
                 replaced = 0
             commit = F.mse_loss(z, q.detach())  # VQ-VAE commitment term; the codebook itself learns by EMA
-            if self.training:  # straight-through estimator; skipped in eval so forward == decode(encode) exactly
+            if self.training and straight_through:  # skipped in eval so forward == decode(encode) exactly
                 q = z + (q - z).detach()
             return QuantizedResult(self.project_out(q), codes.view(z.shape[:-1]), commit, replaced)
+
+
+# How a training forward passes the decoder's gradient back through the residual stack to the encoder:
+# - "single": one straight-through estimator for the whole sum, ``x + (sum_q - x).detach()``; every layer
+#   codes a detached residual and keeps its commitment term on the encoder.
+# - "residual": EnCodec's ResidualVectorQuantization: each layer is straight-through and the next residual
+#   subtracts that output itself, so its gradient cancels; only codebook 0's commitment reaches the encoder.
+# - "per_layer": each layer straight-through, residuals detached, so the sum's gradient to the encoder is
+#   n_q x the identity (and the commitment term is in effect n_q x weaker). Muomni's form before 2026-12-07,
+#   kept only to reproduce older runs.
+# All three give the same forward values; docs/RESULTS.md (2026-12-07) has the measured comparison.
+STRAIGHT_THROUGH = ("single", "residual", "per_layer")
 
 
 class ResidualVQ(nn.Module):
     """n_q quantizers in sequence, each coding the residual of those before it (SoundStream, EnCodec)."""
 
-    def __init__(self, n_q: int, **kwargs):
+    def __init__(self, n_q: int, straight_through: str = "single", **kwargs):
         super().__init__()
+        if straight_through not in STRAIGHT_THROUGH:
+            raise ValueError(f"straight_through must be one of {', '.join(STRAIGHT_THROUGH)}, got '{straight_through}'")
+        self.straight_through = straight_through
         self.layers = nn.ModuleList(VectorQuantizer(**kwargs) for _ in range(n_q))
 
     def forward(self, x: torch.Tensor) -> QuantizedResult:
-        """x (B, T, dim) -> quantized (B, T, dim), codes (B, T, n_q), mean commitment loss."""
+        """x (B, T, dim) -> quantized (B, T, dim), codes (B, T, n_q), mean commitment loss.
+        The quantized sum's gradient with respect to x is the identity (``STRAIGHT_THROUGH``)."""
+        form = self.straight_through
         residual, quantized = x, torch.zeros_like(x)
         codes, losses, replaced = [], [], 0
         for layer in self.layers:
-            res = layer(residual)
-            residual = residual - res.quantized.detach()
+            res = layer(residual, straight_through=form != "single")
+            residual = residual - (res.quantized if form == "residual" else res.quantized.detach())
             quantized = quantized + res.quantized
             codes.append(res.codes)
             losses.append(res.commit_loss)
             replaced += res.replaced
+        if self.training and form == "single":  # value unchanged; d/dx = I; project_out keeps its own gradient
+            quantized = quantized + (x - x.detach())
         return QuantizedResult(quantized, torch.stack(codes, -1), torch.stack(losses).mean(), replaced)
 
     def defer_updates(self, on: bool = True) -> None:
