@@ -117,6 +117,35 @@ def test_padding_does_not_change_the_loss(kw):
         torch.testing.assert_close(a.losses[name], c.losses[name], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("speaker_text", [True, False], ids=["speaker-aware", "speaker-blind"])
+def test_two_voices_of_different_rates_get_their_own_durations(speaker_text):
+    """The same texts spoken at one code frame per token by speaker 0 and two by speaker 1: after a short
+    fit the duration predictor gives speaker 1 longer durations, which it can only do if it hears the speaker."""
+    model = tiny(n_q=1, n_speakers=2, speaker_text=speaker_text)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    text_lens = torch.tensor([6, 5, 4, 6, 5, 4, 6, 5])
+    speakers = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    code_lens = text_lens * (1 + speakers)
+    for _ in range(60):
+        text = torch.randint(2, 20, (8, 6), generator=g) * (torch.arange(6) < text_lens[:, None])
+        codes = torch.randint(0, 16, (8, 12, 1), generator=g) * (torch.arange(12) < code_lens[:, None])[..., None]
+        out = model(text, text_lens, codes, code_lens, speakers)
+        opt.zero_grad()
+        out.losses["loss"].backward()
+        opt.step()
+    model.eval()
+    text = torch.randint(2, 20, (1, 6), generator=g).expand(2, -1)
+    lens, voices = torch.tensor([6, 6]), torch.tensor([0, 1])
+    with torch.no_grad():
+        states = model.encode_text(text, lens, voices)
+        pred = model.aligner.predict_durations(states, lens, voices).sum(1)  # (2,) frames
+    if speaker_text:
+        assert pred[1] > 1.5 * pred[0], pred  # about 12 frames vs 6
+    else:
+        torch.testing.assert_close(pred[0], pred[1])  # one averaged rate for both voices
+
+
 def test_alignment_search_is_monotonic_and_complete():
     logp = torch.randn(2, 4, 12)
     path = monotonic_alignment_search(logp, torch.tensor([4, 3]), torch.tensor([12, 7]))
@@ -180,7 +209,8 @@ def test_bf16_autocast_on_cpu_trains_the_same_steps_within_bf16_rounding(trained
     bf16, w16 = train_records("prec_bf16", "bf16")
     assert fp32.shape == bf16.shape == (2, 4) and bf16[0, 0] != fp32[0, 0]
     torch.testing.assert_close(bf16[:, 1:], fp32[:, 1:], rtol=1e-2, atol=0.0)
-    torch.testing.assert_close(bf16[0, 0], fp32[0, 0], rtol=1e-3, atol=0.0)  # step 1: the same alignment
+    # step 1: the same alignment; the total within bf16's relative rounding (2^-8 = 3.9e-3 per value)
+    torch.testing.assert_close(bf16[0, 0], fp32[0, 0], rtol=2e-3, atol=0.0)
     assert w16.keys() == w32.keys()
     assert all(v.dtype == torch.float32 for v in w16.values() if v.is_floating_point())
     with pytest.raises(ConfigError, match="train.cpu_precision"):

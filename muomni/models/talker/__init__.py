@@ -26,6 +26,7 @@ from muomni.models.talker.config import (
     SharedConfig,
     TalkerConfig,
     TRMConfig,
+    checkpoint_model_config,
     codebook_weights,
     talker_config,
 )
@@ -33,7 +34,8 @@ from muomni.models.talker.trm import TRMTalker
 
 __all__ = [
     "AnyTalkerConfig", "SharedConfig", "TRMConfig", "TRMTalker", "Talker", "TalkerConfig", "TalkerOutput",
-    "build_talker", "codebook_weights", "count_parameters", "frame_limit", "perplexity", "talker_config",
+    "build_talker", "checkpoint_model_config", "codebook_weights", "count_parameters", "frame_limit", "perplexity",
+    "talker_config",
 ]
 
 FAMILIES: dict[str, type[nn.Module]] = {"ar": Talker, "trm": TRMTalker}

@@ -42,14 +42,20 @@ class AlignResult:
 
 
 class DurationPredictor(nn.Module):
-    def __init__(self, d_model: int, kernel: int):
+    """Two convolutions over the text states. With ``n_speakers`` > 0 its own speaker table is added to them
+    first (VITS conditions its duration predictor on the speaker too), so each voice gets its own rate."""
+
+    def __init__(self, d_model: int, kernel: int, n_speakers: int = 0):
         super().__init__()
+        self.speaker = nn.Embedding(n_speakers, d_model) if n_speakers else None  # only then: old names kept
         self.convs = nn.ModuleList(nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2) for _ in range(2))
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(2))
         self.out = nn.Linear(d_model, 1)
 
-    def forward(self, x: torch.Tensor, text_ok: torch.Tensor) -> torch.Tensor:
-        """x (B, N, D), text_ok (B, N) bool -> duration in code frames (B, N)."""
+    def forward(self, x: torch.Tensor, text_ok: torch.Tensor, speakers: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, N, D), text_ok (B, N) bool, speakers (B,) ids -> duration in code frames (B, N)."""
+        if self.speaker is not None:
+            x = x + self.speaker(speakers)[:, None]
         m = text_ok[..., None].to(x.dtype)
         for conv, norm in zip(self.convs, self.norms):
             x = norm(F.relu(conv((x * m).transpose(1, 2)).transpose(1, 2)))
@@ -62,7 +68,7 @@ class Aligner(nn.Module):
         self.encoder = encoder  # a non-causal muomni.models.layers.Transformer
         self.sub_frames, self.n_align = cfg.sub_frames, min(cfg.align_codebooks, cfg.n_q)
         self.prior = nn.ModuleList(nn.Linear(cfg.d_model, cfg.codebook_size) for _ in range(self.n_align))
-        self.duration = DurationPredictor(cfg.d_model, cfg.dur_kernel)
+        self.duration = DurationPredictor(cfg.d_model, cfg.dur_kernel, max(cfg.n_speakers, 1) * cfg.speaker_text)
         self.frame_proj = nn.Linear(cfg.sub_frames * cfg.d_model, cfg.d_model)
         self.end_state = nn.Parameter(torch.randn(cfg.d_model) * INIT_STD)  # audio positions past the last frame
 
@@ -82,13 +88,15 @@ class Aligner(nn.Module):
             out = out + logp.gather(2, idx)
         return out
 
-    def predict_durations(self, states: torch.Tensor, text_lens: torch.Tensor) -> torch.Tensor:
-        """states (B, N, D) -> predicted duration in code frames (B, N), a float."""
+    def predict_durations(self, states: torch.Tensor, text_lens: torch.Tensor,
+                          speakers: torch.Tensor | None = None) -> torch.Tensor:
+        """states (B, N, D), speakers (B,) -> predicted duration in code frames (B, N), a float. The states
+        are detached: the duration loss trains the predictor alone (FastSpeech)."""
         text_ok = torch.arange(states.shape[1], device=states.device)[None] < text_lens[:, None]
-        return self.duration(states.detach(), text_ok)
+        return self.duration(states.detach(), text_ok, speakers)
 
-    def forward(self, states, text_lens, codes, code_lens, ended) -> AlignResult:
-        """states (B, N, D), text_lens (B,), codes (B, F, n_q), code_lens (B,), ended (B,) bool."""
+    def forward(self, states, text_lens, codes, code_lens, ended, speakers=None) -> AlignResult:
+        """states (B, N, D), text_lens (B,), codes (B, F, n_q), code_lens (B,), ended (B,) bool, speakers (B,)."""
         S = self.sub_frames
         logp = self.log_prior(states, codes)  # (B, N, F)
         logp_sub = logp.repeat_interleave(S, dim=2) / S  # (B, N, F * S): a frame's score shared by its sub-frames
@@ -97,7 +105,7 @@ class Aligner(nn.Module):
         durations = path.sum(2)  # (B, N)
         text_ok = torch.arange(states.shape[1], device=states.device)[None] < text_lens[:, None]
         dur_ok = (text_ok & ended[:, None]).float()
-        err = (self.predict_durations(states, text_lens).float() - durations / S) ** 2  # float32 loss
+        err = (self.predict_durations(states, text_lens, speakers).float() - durations / S) ** 2  # float32 loss
         dur_loss = (err * dur_ok).sum() / dur_ok.sum().clamp(min=1)
         counts = {"align": code_lens.sum(), "dur": dur_ok.sum()}
         return AlignResult({"align": nll, "dur": dur_loss}, counts, path, durations.long())

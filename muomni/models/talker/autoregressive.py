@@ -53,9 +53,12 @@ class Talker(nn.Module):
 
     # -- pieces shared by training and generation (generate.py)
 
-    def encode_text(self, text: torch.Tensor, text_lens: torch.Tensor) -> torch.Tensor:
-        """text (B, N) -> prefix states (B, N, D): the encoder's output on the duration path, else embeddings."""
+    def encode_text(self, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
+        """text (B, N), speakers (B,) -> prefix states (B, N, D): the encoder's output on the duration path,
+        else embeddings. With ``speaker_text`` the speaker is added first, so durations follow the voice."""
         x = self.text_emb(text)
+        if self.cfg.speaker_text:
+            x = x + self.speaker_emb(speakers)[:, None]
         if self.aligner is not None:
             x = self.aligner.encode(x, text_lens)
         return x
@@ -116,7 +119,7 @@ class Talker(nn.Module):
         cfg = self.cfg
         B, Fr, _ = codes.shape
         ended = torch.ones(B, dtype=torch.bool, device=codes.device) if ended is None else ended
-        prefix = self.encode_text(text, text_lens)  # (B, N, D)
+        prefix = self.encode_text(text, text_lens, speakers)  # (B, N, D)
         losses: dict[str, torch.Tensor] = {}
         counts: dict[str, torch.Tensor] = {}
         aligned = None
@@ -124,7 +127,7 @@ class Talker(nn.Module):
             path = durations_to_path(durations, Fr * cfg.sub_frames)
             aligned = aligned_states(self.aligner, prefix, path, code_lens, Fr + 1)  # (B, F + 1, D)
         elif self.aligner is not None:
-            align = self.aligner(prefix, text_lens, codes, code_lens, ended)
+            align = self.aligner(prefix, text_lens, codes, code_lens, ended, speakers)
             losses.update(align.losses)
             counts.update(align.counts)
             durations = align.durations

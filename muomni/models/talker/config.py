@@ -57,6 +57,7 @@ class SharedConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # c0, c1, ... and the family's LOSS_NAMES
 
     ARCH: ClassVar[str] = ""
+    LEGACY: ClassVar[dict[str, Any]] = {}
     LOSS_NAMES: ClassVar[frozenset[str]] = frozenset()
     OTHER_FAMILY: ClassVar[dict[str, Any]] = {}  # the other family's settings of the old flat config
 
@@ -121,8 +122,14 @@ class TalkerConfig(SharedConfig):
     dur_kernel: int = 3
     depth_layers: int = 0  # > 0: a depth decoder predicts codebooks 1..n_q-1 given codebook 0
     decoder_fraction: float = 0.0625  # fraction of frames the depth decoder trains on
+    # The speaker embedding is added to the text embeddings before the encoder, so the duration predictor
+    # and the aligned states know the voice and each speaker gets its own speaking rate. False is how
+    # Talkers trained before 2026-12-07 ran (speaker-blind durations); their checkpoints load as such.
+    speaker_text: bool = True
 
     ARCH: ClassVar[str] = "ar"
+    # Values of settings a checkpoint written before they existed was trained with (see load_talker).
+    LEGACY: ClassVar[dict[str, Any]] = {"speaker_text": False}
     LOSS_NAMES: ClassVar[frozenset[str]] = frozenset({"stop", "align", "dur"})
     OTHER_FAMILY: ClassVar[dict[str, Any]] = TRM_ONLY
 
@@ -172,6 +179,13 @@ class TalkerSection:
     """A config's ``model`` section alone (what a Talker checkpoint stores), for talker_config."""
 
     model: AnyTalkerConfig = field(default_factory=TalkerConfig)
+
+
+def checkpoint_model_config(values: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``model`` section with the settings it predates at the values it was trained with
+    (``LEGACY``), so that an old Talker keeps computing what it learned; a config file is read as written."""
+    family = TRMConfig if values.get("arch", "ar") == "trm" else TalkerConfig
+    return {**family.LEGACY, **values}
 
 
 def talker_config(**fields: Any) -> TalkerConfig | TRMConfig:

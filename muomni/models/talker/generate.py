@@ -92,12 +92,12 @@ def prefill(model: nn.Module, text, text_lens, speakers, max_seq: int, durations
     """
     cfg = model.cfg
     B, N = text.shape
-    prefix = model.encode_text(text, text_lens)  # (B, N, D)
+    prefix = model.encode_text(text, text_lens, speakers)  # (B, N, D)
     aligned = n_frames = None
     if model.aligner is not None:
         S = cfg.sub_frames
         if durations is None:
-            pred_dur = model.aligner.predict_durations(prefix, text_lens)
+            pred_dur = model.aligner.predict_durations(prefix, text_lens, speakers)
             durations, n_frames = durations_from_prediction(pred_dur, text_lens, S, duration_scale)
         else:
             n_frames = (durations.sum(1) + S - 1) // S
@@ -200,9 +200,9 @@ def generate(model: nn.Module, text: torch.Tensor, text_lens: torch.Tensor, spea
     B, N = text.shape
     limit = frame_limit(cfg, max_frames)
     if model.aligner is not None and not max_frames:  # the durations set the length: size the cache for them
-        enc = model.encode_text(text, text_lens)
+        enc = model.encode_text(text, text_lens, speakers)
         if durations is None:
-            pred_dur = model.aligner.predict_durations(enc, text_lens)
+            pred_dur = model.aligner.predict_durations(enc, text_lens, speakers)
             durations = durations_from_prediction(pred_dur, text_lens, cfg.sub_frames, duration_scale)[0]
         limit = int((durations.sum(1).max() + cfg.sub_frames - 1) // cfg.sub_frames)
     max_seq = (N if cfg.text_prefix else 0) + limit + 1
