@@ -3,9 +3,11 @@
     python infer_tts.py --talker checkpoints/demo/talker/best.pt --text "Hello there." --out hello.wav
     python infer_tts.py --talker T.pt --vocoder V.pt --text-file lines.txt --out-dir outputs/mine
 
-A text file holds one sentence per line, optionally ``speaker|text``; lines starting with ``#``
-are comments. Each line becomes one wav with a mel picture beside it, and ``manifest.json``
-records text, speaker, duration, real-time factor and the vocoder used. ``--talker`` and
+A text file holds one sentence or paragraph per line, optionally ``speaker|text``; lines starting with
+``#`` are comments. A text longer than the Talker trained on is synthesized in pieces (sentences, then
+clauses) joined with short pauses, so a paragraph sounds as its sentences do one by one. Each line
+becomes one wav with a mel picture beside it, and ``manifest.json`` records text, speaker, duration,
+real-time factor and the vocoder used. ``--talker`` and
 ``--vocoder`` take a checkpoint file or a folder written by ``python -m muomni export``.
 Without ``--vocoder`` the mels are inverted with Griffin-Lim (said once).
 """
@@ -68,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--talker", required=True, help="Talker checkpoint or exported folder")
     parser.add_argument("--vocoder", help="HiFi-GAN checkpoint or exported folder (default: Griffin-Lim)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", help="one sentence")
-    source.add_argument("--text-file", type=Path, help="one sentence per line, optionally speaker|text")
+    source.add_argument("--text", help="a sentence or a paragraph")
+    source.add_argument("--text-file", type=Path, help="one sentence or paragraph per line, optionally speaker|text")
     parser.add_argument("--speaker", help="speaker name or id (default: the first speaker)")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--out", type=Path, help="output wav (one sentence)")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,13 +14,14 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from muomni.audio import HOP_LENGTH, LOG_FLOOR, SAMPLE_RATE
 from muomni.checkpoint import load_checkpoint
 from muomni.config import ConfigError, config_from_dict
 from muomni.models.codec import codec_from_dict
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import Generator, HiFiGANConfig
 from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, checkpoint_model_config
-from muomni.text import TextProcessor
+from muomni.text import TextProcessor, split_text
 
 _WARNED_GRIFFIN_LIM = False
 
@@ -157,8 +159,50 @@ def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, tempera
                                 temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
                                 duration_scale=duration_scale, return_probs=return_probs, compile=compile)
     frames = [max(int(n), 1) for n in out[1]]
+    _warn_past_training(bundle, texts, lens.tolist(), frames)
     codes = [out[0][i, :n] for i, n in enumerate(frames)]
     return (codes, [out[2][i, :n] for i, n in enumerate(frames)]) if return_probs else codes
+
+
+def _warn_past_training(bundle: TalkerBundle, texts: list[str], text_lens: list[int], frames: list[int]) -> None:
+    """One warning naming the texts whose tokens or generated frames ran past the lengths the Talker trained
+    on (``max_text``, ``max_frames``): rotary positions it never saw, and no stop it learned there."""
+    cfg = bundle.model.cfg
+    over = [f"{t[:40]!r} ({n} tokens, {f} frames)" for t, n, f in zip(texts, text_lens, frames)
+            if (cfg.max_text and n > cfg.max_text) or (cfg.max_frames and f > cfg.max_frames)]
+    if over:
+        warnings.warn(f"{len(over)} text(s) ran past the lengths this Talker trained on (max_text {cfg.max_text} "
+                      f"tokens, max_frames {cfg.max_frames} frames), where it degrades: {'; '.join(over[:3])}; "
+                      "synthesize() splits long texts at sentence and clause boundaries", stacklevel=3)
+
+
+PAUSE_SECONDS = 0.2  # silence between the pieces of a text split by ``split_for_talker``
+
+
+def split_for_talker(bundle: TalkerBundle, texts: list[str]) -> tuple[list[str], list[int]]:
+    """Texts longer than the Talker's trained ``max_text`` cut into pieces that fit (``muomni.text.split_text``:
+    sentences, then clauses) -> (every piece in order, the index of the text each piece comes from)."""
+    limit = bundle.model.cfg.max_text
+    pieces, owners = [], []
+    for i, text in enumerate(texts):
+        if not text or not text.strip():
+            raise ValueError("cannot synthesize empty text")
+        parts = split_text(text, lambda t: len(bundle.text.symbols(t)) <= limit) if limit else [text]
+        pieces += parts
+        owners += [i] * len(parts)
+    return pieces, owners
+
+
+def join_with_pauses(mels: list[Tensor], owners: list[int], seconds: float = PAUSE_SECONDS) -> list[Tensor]:
+    """Mels (T_i, 128) of pieces -> one mel per text, its pieces joined by ``seconds`` of silence (the log-mel
+    floor)."""
+    joined: list[list[Tensor]] = [[] for _ in range(max(owners) + 1)]
+    for mel, owner in zip(mels, owners):
+        if joined[owner]:
+            joined[owner].append(torch.full((round(seconds * SAMPLE_RATE / HOP_LENGTH), mel.shape[1]),
+                                            math.log(LOG_FLOOR), dtype=mel.dtype, device=mel.device))
+        joined[owner].append(mel)
+    return [torch.cat(parts) for parts in joined]
 
 
 def _codec_device(codec: nn.Module) -> torch.device:
@@ -195,6 +239,9 @@ def synthesize_with_mels(bundle: TalkerBundle, texts: list[str], speakers=None, 
                          n_iter: int = 32, mel_from: str = "expected", **generation) -> tuple[list[Tensor], list]:
     """texts -> (log-mels (T, 128), 16 kHz waveforms as numpy float32): text -> codes -> mel -> vocoder.
 
+    A text longer than the Talker's trained ``max_text`` is synthesized in pieces (``split_for_talker``),
+    generated in one batch with the other texts' pieces and joined with short pauses.
+
     mel_from: "expected" decodes the expectation of each frame's code vectors under the Talker's
     distribution (``probs_to_mel``; the generated codes still drive generation), "codes" the generated
     codes themselves. On held-out demo sentences "expected" is the more intelligible (README).
@@ -202,10 +249,16 @@ def synthesize_with_mels(bundle: TalkerBundle, texts: list[str], speakers=None, 
     """
     if mel_from not in MEL_FROM:
         raise ValueError(f"mel_from = {mel_from!r}: expected one of {', '.join(MEL_FROM)}")
+    if isinstance(texts, str) or not texts:
+        raise ValueError("texts must be a non-empty list of strings")
+    ids = _speaker_ids(bundle, speakers, len(texts))
+    pieces, owners = split_for_talker(bundle, texts)
+    spk = [ids[i] for i in owners]
     if mel_from == "expected":
-        mels = probs_to_mel(bundle.codec, text_to_codes(bundle, texts, speakers, return_probs=True, **generation)[1])
+        mels = probs_to_mel(bundle.codec, text_to_codes(bundle, pieces, spk, return_probs=True, **generation)[1])
     else:
-        mels = codes_to_mel(bundle.codec, text_to_codes(bundle, texts, speakers, **generation))
+        mels = codes_to_mel(bundle.codec, text_to_codes(bundle, pieces, spk, **generation))
+    mels = join_with_pauses(mels, owners)
     return mels, [vocode(mel, vocoder, n_iter=n_iter).reshape(-1).cpu().numpy() for mel in mels]
 
 

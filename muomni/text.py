@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 PAD, UNK = "<pad>", "<unk>"
 PUNCTUATION = ".,?!'-;:"
@@ -259,3 +259,39 @@ class TextProcessor:
         if unknown:
             raise ValueError(f"text processor dict has unknown keys {sorted(unknown)}")
         return cls(d["mode"], list(d["vocab"]))
+
+
+_SENTENCE_END = re.compile(r"(?<=[.?!])\s+")
+_CLAUSE_END = re.compile(r"(?<=[,;:])\s+|\s+(?=- )")
+
+
+def split_text(text: str, fits: Callable[[str], bool]) -> list[str]:
+    """Pieces of a text that each ``fits`` (say, within a Talker's trained text length), for synthesis one by one.
+
+    The normalised text whole when it fits; else its sentences; a sentence that does not fit is cut at clause
+    boundaries (, ; : -) and a clause that does not fit at word boundaries, neighbouring clauses (or words)
+    packed back together while they fit. A single word that does not fit stays whole.
+    """
+    text = normalize_text(text)
+    if fits(text):
+        return [text]
+    pieces: list[str] = []
+    for sentence in _SENTENCE_END.split(text):
+        if fits(sentence):
+            pieces.append(sentence)
+            continue
+        for clause in _pack(_CLAUSE_END.split(sentence), fits):
+            pieces += [clause] if fits(clause) else _pack(clause.split(), fits)
+    return pieces
+
+
+def _pack(parts: list[str], fits: Callable[[str], bool]) -> list[str]:
+    """Consecutive parts joined by spaces into as few pieces as fit (greedy, in order)."""
+    out = [parts[0]]
+    for part in parts[1:]:
+        joined = f"{out[-1]} {part}"
+        if fits(joined):
+            out[-1] = joined
+        else:
+            out.append(part)
+    return out

@@ -81,3 +81,23 @@ def test_evaluate_tts_writes_the_wavs_and_word_error_per_speaker(talker_ckpt, ti
     words = sum(d["words"] for d in by.values())
     for key, pooled in (("tts_griffinlim", "wer"), ("ground_truth", "wer_ground_truth")):
         assert sum(d[key] * d["words"] for d in by.values()) / words == pytest.approx(report[pooled])
+
+
+def test_a_paragraph_is_synthesized_in_pieces_joined_by_pauses(talker_ckpt):
+    from muomni.audio import HOP_LENGTH, SAMPLE_RATE
+    from muomni.synthesis import PAUSE_SECONDS, load_talker, split_for_talker, synthesize_with_mels, text_to_codes
+
+    bundle = load_talker(talker_ckpt)
+    sentences = ["The cat sat on the mat by the door.", "Then it walked out, slowly, into the rain.",
+                 "Nobody saw it again that day."]
+    bundle.model.cfg.max_text = max(len(bundle.text.symbols(s)) for s in sentences)  # as if trained on these
+    pieces, owners = split_for_talker(bundle, [" ".join(sentences), "Short."])
+    assert pieces == [s.lower() for s in sentences] + ["short."] and owners == [0, 0, 0, 1]
+    gen = dict(mel_from="codes", n_iter=2, max_frames=6)
+    mels, wavs = synthesize_with_mels(bundle, [" ".join(sentences), "Short."], **gen)
+    alone, _ = synthesize_with_mels(bundle, sentences, **gen)
+    pause = round(PAUSE_SECONDS * SAMPLE_RATE / HOP_LENGTH)
+    assert len(mels) == len(wavs) == 2 and mels[0].shape[0] == sum(m.shape[0] for m in alone) + 2 * pause
+    assert len(wavs[0]) == mels[0].shape[0] * HOP_LENGTH
+    with pytest.warns(UserWarning, match="ran past the lengths this Talker trained on"):
+        text_to_codes(bundle, [" ".join(sentences[:2])], max_frames=4)  # unsplit: longer than max_text

@@ -102,3 +102,22 @@ def test_phonemes_without_espeak_name_the_package(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match=r"apt-get install espeak-ng"):
         TextProcessor("phonemes").encode("hello")
+
+
+def test_long_text_is_split_at_sentences_then_clauses_and_every_piece_fits():
+    from muomni.text import split_text
+
+    def fits(limit):
+        return lambda t: len(t) <= limit
+
+    assert split_text("Dr. Smith paid $3.", fits(100)) == ["doctor smith paid three dollars."]  # whole, normalised
+    paragraph = ("The first sentence is short. The second one, which is longer, has two clauses; and a third! "
+                 "Is this the last?")
+    assert split_text(paragraph, fits(40)) == [
+        "the first sentence is short.", "the second one, which is longer,", "has two clauses; and a third!",
+        "is this the last?"]
+    pieces = split_text("one two three four five six seven eight nine ten eleven twelve", fits(20))
+    assert all(len(p) <= 20 for p in pieces)
+    assert " ".join(pieces) == "one two three four five six seven eight nine ten eleven twelve"
+    # a word that does not fit stays whole
+    assert split_text("a incomprehensibilities b", fits(10)) == ["a", "incomprehensibilities", "b"]
