@@ -117,6 +117,25 @@ def test_padding_does_not_change_the_loss(kw):
         torch.testing.assert_close(a.losses[name], c.losses[name], atol=1e-5, rtol=1e-5)
 
 
+def test_depth_decoder_scores_every_frame_in_eval_and_counts_its_pick_in_training():
+    """The held-out loss that picks best.pt is deterministic (every valid frame, not a random fraction),
+    and the DDP share of the depth losses counts the frames they average over."""
+    model = tiny(n_q=3, depth_layers=1, decoder_fraction=0.25)  # no dropout: train and eval differ in the pick
+    b = toy_batch(3)
+    valid = int(b["code_lens"].sum())  # 24 of 3 x 10 frames
+    with torch.no_grad():
+        first, second = model.eval()(**b), model(**b)
+        picked = model.train()(**b)
+        model.depth.fraction = 1.0  # training on every frame: the all-frames reference
+        every = model(**b)
+    for k in (1, 2):
+        assert torch.equal(first.losses[f"c{k}"], second.losses[f"c{k}"])
+        torch.testing.assert_close(first.losses[f"c{k}"], every.losses[f"c{k}"], atol=1e-6, rtol=1e-6)
+        assert int(first.counts[f"c{k}"]) == valid
+        assert int(picked.counts[f"c{k}"]) == 8  # ceil(0.25 x 30) picked frames, all valid
+    assert int(picked.counts["c0"]) == valid
+
+
 def test_alignment_search_is_monotonic_and_complete():
     logp = torch.randn(2, 4, 12)
     path = monotonic_alignment_search(logp, torch.tensor([4, 3]), torch.tensor([12, 7]))

@@ -120,7 +120,7 @@ class TalkerConfig(SharedConfig):
     align_codebooks: int = 1  # codebooks scored by the alignment prior
     dur_kernel: int = 3
     depth_layers: int = 0  # > 0: a depth decoder predicts codebooks 1..n_q-1 given codebook 0
-    decoder_fraction: float = 0.0625  # fraction of frames the depth decoder trains on
+    decoder_fraction: float = 0.0625  # fraction of frames the depth decoder trains on (eval scores every frame)
 
     ARCH: ClassVar[str] = "ar"
     LOSS_NAMES: ClassVar[frozenset[str]] = frozenset({"stop", "align", "dur"})
