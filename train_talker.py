@@ -12,7 +12,6 @@ each rank trains on its share of the global batch (DDP); rank 0 alone evaluates 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from muomni.models.codec import codec_to_dict
 from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, count_parameters
 from muomni.samples import talker_ground_truth, talker_samples
 from muomni.synthesis import TalkerBundle
-from muomni.talker_training import batch_order, build_optimizer, micro_batch, talker_data
+from muomni.talker_training import batch_order, build_optimizer, epoch_steps, micro_batch, talker_data
 from muomni.text import TextProcessor
 from muomni.training import (
     Run,
@@ -51,7 +50,7 @@ class TalkerDataConfig(DataConfig):
 
 @dataclass
 class TalkerTrainConfig(TrainConfig):
-    epochs: float = 0.0  # > 0: train.steps = epochs x batches per epoch
+    epochs: float = 0.0  # > 0: train.steps = epochs x batches per epoch / grad_accum (optimizer steps, rounded up)
     batching: str = "fixed"  # fixed: every batch padded to max_frames | dynamic: length-sorted buckets
     max_length_percentile: float = 95.0  # max_frames / max_text = this percentile of the corpus lengths
     length_multiple: int = 8  # ... rounded up to a multiple of this
@@ -98,7 +97,7 @@ def train(cfg: TalkerRun, run: Run) -> int:
     corpus, codec, text, data = talker_data(cfg, run)
     m = cfg.model
     if cfg.train.epochs > 0:
-        cfg.train.steps = max(1, math.ceil(cfg.train.epochs * data.batches_per_epoch()))
+        cfg.train.steps = epoch_steps(cfg.train.epochs, data.batches_per_epoch(), cfg.train.grad_accum)
     resume = run.resume_payload()  # refuses a checkpoint whose model (vocabulary, codec, lengths) differs
     if resume is not None:
         text = TextProcessor.from_dict(resume["text"])

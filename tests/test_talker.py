@@ -4,6 +4,7 @@ targets, padding-invariant loss, end-to-end training + resume, self-contained ch
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import pytest
@@ -179,6 +180,26 @@ def test_train_two_steps_then_resume(trained):
     record = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][0]
     for key in ("loss", "c0_accuracy", "c1_accuracy", "stop_accuracy", "perplexity", "lr", "frames_per_s"):
         assert key in record
+
+
+@pytest.mark.parametrize("epochs, batches, accum, steps", [(2, 10, 1, 20), (2, 10, 4, 5), (1, 5.5, 2, 3),
+                                                           (0.01, 10, 4, 1), (3, 0.1, 1, 1)],
+                         ids=["no_accum", "accum_divides", "accum_rounds_up", "at_least_one", "float_dust"])
+def test_epochs_count_optimizer_steps_not_micro_batches(epochs, batches, accum, steps):
+    from muomni.talker_training import epoch_steps
+
+    assert epoch_steps(epochs, batches, accum) == steps
+
+
+def test_train_epochs_with_grad_accum_runs_the_epochs_asked_for(trained):
+    """Each optimizer step takes grad_accum micro-batches: one epoch is batches / grad_accum steps."""
+    import train_talker
+
+    train_talker.main(trained["args"] + ["train.run_name=epochs", "train.epochs=1",
+                                         "train.grad_accum=2", "train.save_every=1000"])
+    stats = json.loads((trained["tmp"] / "epochs" / "stats.json").read_text())
+    batches = stats["train_items"] / 4  # train.batch_size=4: batches per epoch, as the step count reads it
+    assert stats["ended"]["step"] == math.ceil(batches / 2)  # before: batches steps, i.e. grad_accum epochs
 
 
 def test_bf16_autocast_on_cpu_trains_the_same_steps_within_bf16_rounding(trained):
