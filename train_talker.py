@@ -54,7 +54,8 @@ class TalkerTrainConfig(TrainConfig):
     batching: str = "fixed"  # fixed: every batch padded to max_frames | dynamic: length-sorted buckets
     max_length_percentile: float = 95.0  # max_frames / max_text = this percentile of the corpus lengths
     length_multiple: int = 8  # ... rounded up to a multiple of this
-    max_tokens: int = 4096  # dynamic batching: padded text + frame positions per batch
+    max_tokens: int = 4096  # dynamic batching: B x (padded text + padded frames + 1) per batch at most, each
+    # padded as the collate pads it (rounded up to length_multiple); an item alone over it is a batch of one
     eval_batches: int = 4
     prompts: list[str] = field(default_factory=list)  # "speaker|text" lines sampled every sample_every
     prompts_file: str = ""  # a file of such lines ('#' comments)

@@ -7,6 +7,7 @@ import json
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -315,3 +316,31 @@ def test_dynamic_batches_pack_sorted_lengths_and_resume():
     again.load_state_dict(state)
     assert [again.next() for _ in range(len(order))] == after and first[0] != []
     assert fixed_length([10, 20, 30, 41], 95, 8) == 40  # 95th percentile 39.35, rounded up to 8s
+
+
+def test_dynamic_batches_as_collated_never_exceed_max_tokens():
+    """Text and frames pad separately, each rounded up to length_multiple: budgeting on the longest
+    text + frames put 156 of 356 batches of these 4,000 synthetic items over max_tokens (up to 1.49x)."""
+    from types import SimpleNamespace
+
+    from muomni.data.talker import TalkerData, TalkerItem, fixed_length
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(8, 120, 4000)
+    texts = np.maximum(4, (frames * rng.uniform(0.8, 1.6, 4000)).astype(int))
+    items = [TalkerItem(str(i), 0, "", np.ones(t, dtype=np.int64), np.zeros((f, 2), dtype=np.int16), "")
+             for i, (t, f) in enumerate(zip(texts, frames))]
+    items.append(TalkerItem("long", 0, "", np.ones(900, dtype=np.int64), np.zeros((1900, 2), dtype=np.int16), ""))
+    tcfg = SimpleNamespace(batching="dynamic", length_multiple=8, max_tokens=1792)
+    max_text, max_frames = fixed_length(list(texts), 95, 8), 1903  # a cap that is not a multiple of 8
+    data = TalkerData(items, [], max_text, max_frames, tcfg, ["a"])
+    order = data.bucket_order(seed=0)
+    assert sorted(i for b in order.batches for i in b) == list(range(len(items)))
+    over = []
+    for idx in order.batches:
+        b = data.batch(idx, "cpu")
+        size = len(idx) * (b["text"].shape[1] + b["codes"].shape[1] + 1)  # decoder positions, start included
+        if size > tcfg.max_tokens and len(idx) > 1:
+            over.append(size / tcfg.max_tokens)
+    assert over == []
+    assert [len(b) for b in order.batches if items[b[0]].id == "long"] == [1]  # alone over the budget: by itself
