@@ -12,7 +12,6 @@ each rank trains on its share of the global batch (DDP); rank 0 alone evaluates 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from muomni.models.codec import codec_to_dict
 from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, count_parameters
 from muomni.samples import talker_ground_truth, talker_samples
 from muomni.synthesis import TalkerBundle
-from muomni.talker_training import batch_order, build_optimizer, micro_batch, talker_data
+from muomni.talker_training import batch_order, build_optimizer, epoch_steps, micro_batch, talker_data
 from muomni.text import TextProcessor
 from muomni.training import (
     Run,
@@ -51,11 +50,12 @@ class TalkerDataConfig(DataConfig):
 
 @dataclass
 class TalkerTrainConfig(TrainConfig):
-    epochs: float = 0.0  # > 0: train.steps = epochs x batches per epoch
+    epochs: float = 0.0  # > 0: train.steps = epochs x batches per epoch / grad_accum (optimizer steps, rounded up)
     batching: str = "fixed"  # fixed: every batch padded to max_frames | dynamic: length-sorted buckets
     max_length_percentile: float = 95.0  # max_frames / max_text = this percentile of the corpus lengths
     length_multiple: int = 8  # ... rounded up to a multiple of this
-    max_tokens: int = 4096  # dynamic batching: padded text + frame positions per batch
+    max_tokens: int = 4096  # dynamic batching: B x (padded text + padded frames + 1) per batch at most, each
+    # padded as the collate pads it (rounded up to length_multiple); an item alone over it is a batch of one
     eval_batches: int = 4
     prompts: list[str] = field(default_factory=list)  # "speaker|text" lines sampled every sample_every
     prompts_file: str = ""  # a file of such lines ('#' comments)
@@ -98,7 +98,7 @@ def train(cfg: TalkerRun, run: Run) -> int:
     corpus, codec, text, data = talker_data(cfg, run)
     m = cfg.model
     if cfg.train.epochs > 0:
-        cfg.train.steps = max(1, math.ceil(cfg.train.epochs * data.batches_per_epoch()))
+        cfg.train.steps = epoch_steps(cfg.train.epochs, data.batches_per_epoch(), cfg.train.grad_accum)
     resume = run.resume_payload()  # refuses a checkpoint whose model (vocabulary, codec, lengths) differs
     if resume is not None:
         text = TextProcessor.from_dict(resume["text"])

@@ -5,6 +5,8 @@ optimiser and schedule, the batch order, and the weighted loss of a micro-batch,
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -46,6 +48,12 @@ def build_optimizer(model: nn.Module, train: TrainConfig, device: torch.device):
                             weight_decay=train.weight_decay, fused=device.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(train))
     return opt, sched, make_grad_scaler(device, train.amp)
+
+
+def epoch_steps(epochs: float, batches_per_epoch: float, grad_accum: int) -> int:
+    """Optimizer steps that train ``epochs`` epochs: each step takes ``grad_accum`` micro-batches, one
+    batch of the order each, so epochs x batches per epoch / grad_accum, rounded up (at least 1)."""
+    return max(1, math.ceil(epochs * batches_per_epoch / grad_accum - 1e-9))  # 1e-9: no step for float dust
 
 
 def batch_order(data: TalkerData, batching: str, batch_size: int, seed: int, rank: int,

@@ -168,15 +168,21 @@ class EspeakPhonemizer:
         return out
 
     def _run(self, lines: list[str]) -> list[str]:
-        """One espeak-ng call for all lines; one call per line if the output does not line up."""
+        """One espeak-ng call for all lines; one call per line if the output does not line up.
+
+        Text always goes on stdin: as an argument, a line that starts with '-' would be read as an option
+        ("-wowned" asks for a wav file named "owned" and gives no phonemes).
+        """
         if not lines:
             return []
         cmd = ["espeak-ng", "-q", "--ipa", "-v", self.voice]
-        out = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, check=True)
-        result = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+        def run(text: str) -> str:
+            return subprocess.run(cmd, input=text + "\n", capture_output=True, text=True, check=True).stdout
+
+        result = [line.strip() for line in run("\n".join(lines)).splitlines() if line.strip()]
         if len(result) != len(lines):
-            result = [subprocess.run(cmd + [line], capture_output=True, text=True, check=True).stdout.strip()
-                      .replace("\n", " ") for line in lines]
+            result = [run(line).strip().replace("\n", " ") for line in lines]
         return result
 
 

@@ -132,7 +132,8 @@ def test_depth_decoder_trains_on_valid_frames_only_with_a_fixed_count():
     only_item_2 = frame_ok & (torch.arange(B)[:, None] == 2)
     idx, weight = model.depth.pick(only_item_2)
     assert int(weight.sum()) == 1 and int(idx[weight > 0][0]) == 2 * Fr  # the one valid frame, once
-    ce, acc = model.depth.loss(h, codes, only_item_2)
+    ce, acc, count = model.depth.train().loss(h, codes, only_item_2)  # training: the random pick
+    assert int(count) == 1
     logits = model.depth.logits(h[2, :1], codes[2, :1, :-1])  # the same frame alone
     assert torch.allclose(ce[0], F.cross_entropy(logits[:, 0], codes[2, :1, 1]), atol=1e-6)
 

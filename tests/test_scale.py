@@ -120,6 +120,41 @@ def test_codec_ddp_equals_one_process(flite_corpus, tmp_path):
     assert len(saved["rng_ranks"]) == 2  # each rank's random state, so a resumed run draws as it would have
 
 
+def _kmeans_latents(rank: int) -> torch.Tensor:
+    """(64, 4) latents that differ per rank, as CUDA's unordered index_add_ sums can make them differ."""
+    return torch.randn(64, 4, generator=torch.Generator().manual_seed(rank)) * (1 + rank)
+
+
+def _kmeans_worker(rank: int, world: int, port: int, dump: str) -> None:
+    """One gloo rank: k-means on its own latents, its codebook saved for the test to compare."""
+    import torch.distributed as dist
+
+    from muomni.models.quantize import kmeans
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    centroids, counts = kmeans(_kmeans_latents(rank), k=8, iters=5)
+    torch.save({"centroids": centroids, "counts": counts}, Path(dump) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_kmeans_replicas_hold_rank_0s_codebook(tmp_path):
+    """Replicas whose own Lloyd iterations would end apart (here: different latents per rank) end with
+    rank 0's centroids and counts exactly, the ones one process computes from rank 0's latents."""
+    from muomni.models.quantize import kmeans
+
+    mp.start_processes(_kmeans_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    torch.manual_seed(0)
+    centroids, counts = kmeans(_kmeans_latents(0), k=8, iters=5)
+    for name, one in (("centroids", centroids), ("counts", counts)):
+        assert torch.equal(ranks[1][name], ranks[0][name]), name
+        assert torch.equal(ranks[0][name], one), name
+
+
 TINY_TALKER = [
     "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.n_kv_heads=1", "model.ffn_dim=64",
     "model.encoder_layers=1", "model.max_text=96", "model.max_frames=40",

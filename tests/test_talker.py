@@ -4,8 +4,10 @@ targets, padding-invariant loss, end-to-end training + resume, self-contained ch
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,6 +148,25 @@ def test_two_voices_of_different_rates_get_their_own_durations(speaker_text):
         torch.testing.assert_close(pred[0], pred[1])  # one averaged rate for both voices
 
 
+def test_depth_decoder_scores_every_frame_in_eval_and_counts_its_pick_in_training():
+    """The held-out loss that picks best.pt is deterministic (every valid frame, not a random fraction),
+    and the DDP share of the depth losses counts the frames they average over."""
+    model = tiny(n_q=3, depth_layers=1, decoder_fraction=0.25)  # no dropout: train and eval differ in the pick
+    b = toy_batch(3)
+    valid = int(b["code_lens"].sum())  # 24 of 3 x 10 frames
+    with torch.no_grad():
+        first, second = model.eval()(**b), model(**b)
+        picked = model.train()(**b)
+        model.depth.fraction = 1.0  # training on every frame: the all-frames reference
+        every = model(**b)
+    for k in (1, 2):
+        assert torch.equal(first.losses[f"c{k}"], second.losses[f"c{k}"])
+        torch.testing.assert_close(first.losses[f"c{k}"], every.losses[f"c{k}"], atol=1e-6, rtol=1e-6)
+        assert int(first.counts[f"c{k}"]) == valid
+        assert int(picked.counts[f"c{k}"]) == 8  # ceil(0.25 x 30) picked frames, all valid
+    assert int(picked.counts["c0"]) == valid
+
+
 def test_alignment_search_is_monotonic_and_complete():
     logp = torch.randn(2, 4, 12)
     path = monotonic_alignment_search(logp, torch.tensor([4, 3]), torch.tensor([12, 7]))
@@ -189,6 +210,26 @@ def test_train_two_steps_then_resume(trained):
     record = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][0]
     for key in ("loss", "c0_accuracy", "c1_accuracy", "stop_accuracy", "perplexity", "lr", "frames_per_s"):
         assert key in record
+
+
+@pytest.mark.parametrize("epochs, batches, accum, steps", [(2, 10, 1, 20), (2, 10, 4, 5), (1, 5.5, 2, 3),
+                                                           (0.01, 10, 4, 1), (3, 0.1, 1, 1)],
+                         ids=["no_accum", "accum_divides", "accum_rounds_up", "at_least_one", "float_dust"])
+def test_epochs_count_optimizer_steps_not_micro_batches(epochs, batches, accum, steps):
+    from muomni.talker_training import epoch_steps
+
+    assert epoch_steps(epochs, batches, accum) == steps
+
+
+def test_train_epochs_with_grad_accum_runs_the_epochs_asked_for(trained):
+    """Each optimizer step takes grad_accum micro-batches: one epoch is batches / grad_accum steps."""
+    import train_talker
+
+    train_talker.main(trained["args"] + ["train.run_name=epochs", "train.epochs=1",
+                                         "train.grad_accum=2", "train.save_every=1000"])
+    stats = json.loads((trained["tmp"] / "epochs" / "stats.json").read_text())
+    batches = stats["train_items"] / 4  # train.batch_size=4: batches per epoch, as the step count reads it
+    assert stats["ended"]["step"] == math.ceil(batches / 2)  # before: batches steps, i.e. grad_accum epochs
 
 
 def test_bf16_autocast_on_cpu_trains_the_same_steps_within_bf16_rounding(trained):
@@ -305,3 +346,31 @@ def test_dynamic_batches_pack_sorted_lengths_and_resume():
     again.load_state_dict(state)
     assert [again.next() for _ in range(len(order))] == after and first[0] != []
     assert fixed_length([10, 20, 30, 41], 95, 8) == 40  # 95th percentile 39.35, rounded up to 8s
+
+
+def test_dynamic_batches_as_collated_never_exceed_max_tokens():
+    """Text and frames pad separately, each rounded up to length_multiple: budgeting on the longest
+    text + frames put 156 of 356 batches of these 4,000 synthetic items over max_tokens (up to 1.49x)."""
+    from types import SimpleNamespace
+
+    from muomni.data.talker import TalkerData, TalkerItem, fixed_length
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(8, 120, 4000)
+    texts = np.maximum(4, (frames * rng.uniform(0.8, 1.6, 4000)).astype(int))
+    items = [TalkerItem(str(i), 0, "", np.ones(t, dtype=np.int64), np.zeros((f, 2), dtype=np.int16), "")
+             for i, (t, f) in enumerate(zip(texts, frames))]
+    items.append(TalkerItem("long", 0, "", np.ones(900, dtype=np.int64), np.zeros((1900, 2), dtype=np.int16), ""))
+    tcfg = SimpleNamespace(batching="dynamic", length_multiple=8, max_tokens=1792)
+    max_text, max_frames = fixed_length(list(texts), 95, 8), 1903  # a cap that is not a multiple of 8
+    data = TalkerData(items, [], max_text, max_frames, tcfg, ["a"])
+    order = data.bucket_order(seed=0)
+    assert sorted(i for b in order.batches for i in b) == list(range(len(items)))
+    over = []
+    for idx in order.batches:
+        b = data.batch(idx, "cpu")
+        size = len(idx) * (b["text"].shape[1] + b["codes"].shape[1] + 1)  # decoder positions, start included
+        if size > tcfg.max_tokens and len(idx) > 1:
+            over.append(size / tcfg.max_tokens)
+    assert over == []
+    assert [len(b) for b in order.batches if items[b[0]].id == "long"] == [1]  # alone over the budget: by itself

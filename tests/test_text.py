@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +98,23 @@ def test_phonemes_keep_words_and_punctuation() -> None:
     assert ipa[1].endswith("!") and "t" in ipa[1]
     assert tp.decode(tp.encode("Hello world, how are you?")) == ipa[0]
     assert TextProcessor.from_dict(tp.to_dict()).mode == "phonemes"
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing: apt-get install espeak-ng")
+def test_phonemes_of_a_text_starting_with_a_dash_are_text_not_an_option(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The per-line fallback (here forced by the dash that espeak-ng breaks a clause at) passes each line
+    as text: "-wowned" is a word to phonemize, not espeak-ng's option to write a wav file "owned"."""
+    from muomni.text import EspeakPhonemizer
+
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: calls.append(a) or run(*a, **kw))
+    ipa = EspeakPhonemizer()(["hello \u2014 world", "-wowned.wav"])
+    assert len(calls) > 1  # the fallback ran
+    assert ipa[1].split(".")[0].strip()  # "-wowned" phonemized (as an option it gave nothing), then ". wav"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_phonemes_without_espeak_name_the_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,20 +37,37 @@ class TalkerItem:
     path: str
 
 
+def padded_length(n: int, multiple: int, cap: float) -> int:
+    """A dynamic batch's padded length for its longest item n: rounded up to a multiple, at most cap."""
+    return min(cap, -(-n // multiple) * multiple)
+
+
 class BucketOrder:
     """Dynamic batching: length-sorted items packed up to max_tokens padded positions per batch; the
-    batches are shuffled per epoch (deterministic per (seed, epoch), resumable like BatchOrder)."""
+    batches are shuffled per epoch (deterministic per (seed, epoch), resumable like BatchOrder).
 
-    def __init__(self, costs: list[tuple[int, int]], max_tokens: int, seed: int, rank: int = 0, world: int = 1):
-        order = sorted(range(len(costs)), key=lambda i: (costs[i][1], costs[i][0]))
+    A batch's size is what the collate builds: B x (padded text + padded frames + 1 start position), text
+    and frames each padded to its own longest item rounded up to ``multiple`` (at most ``limits``), so no
+    batch exceeds max_tokens but an item that alone does (a batch of one).
+    """
+
+    def __init__(self, costs: list[tuple[int, int]], max_tokens: int, seed: int, rank: int = 0, world: int = 1,
+                 multiple: int = 1, limits: tuple[int, int] | None = None):
+        cap_text, cap_frames = limits or (math.inf, math.inf)
+        # by padded frame count, then text length: items that pad to the same frames sit together
+        order = sorted(range(len(costs)), key=lambda i: (padded_length(costs[i][1], multiple, cap_frames),
+                                                         costs[i][0]))
         self.batches: list[list[int]] = []
         cur: list[int] = []
+        longest = (0, 0)  # the longest text and frames in cur
         for i in order:
-            width = max(costs[j][0] + costs[j][1] + 1 for j in cur + [i])
+            grown = (max(longest[0], costs[i][0]), max(longest[1], costs[i][1]))
+            width = padded_length(grown[0], multiple, cap_text) + padded_length(grown[1], multiple, cap_frames) + 1
             if cur and width * (len(cur) + 1) > max_tokens:
                 self.batches.append(cur)
-                cur = []
+                cur, grown = [], costs[i]
             cur.append(i)
+            longest = grown
         if cur:
             self.batches.append(cur)
         self.seed, self.epoch, self.pos = seed, 0, 0
@@ -150,7 +167,8 @@ class TalkerData:
     def bucket_order(self, seed: int, rank: int = 0, world: int = 1) -> BucketOrder:
         """Dynamic batching's order of the train items (fixed batching uses muomni.training.BatchOrder)."""
         costs = [(min(len(u.text_ids), self.max_text), min(len(u.codes), self.max_frames)) for u in self.train]
-        return BucketOrder(costs, self.tcfg.max_tokens, seed, rank, world)
+        return BucketOrder(costs, self.tcfg.max_tokens, seed, rank, world, self.tcfg.length_multiple,
+                           (self.max_text, self.max_frames))
 
     def heldout_batches(self, batch_size: int, n_batches: int) -> list[list[int]]:
         idx = list(range(len(self.heldout)))
@@ -162,8 +180,8 @@ class TalkerData:
         n_text, n_frames = self.max_text, self.max_frames
         if self.tcfg.batching == "dynamic":  # pad to the batch's longest, rounded up to length_multiple
             mult = self.tcfg.length_multiple
-            n_text = min(n_text, -(-max(len(u.text_ids) for u in items) // mult) * mult)
-            n_frames = min(n_frames, -(-max(len(u.codes) for u in items) // mult) * mult)
+            n_text = padded_length(max(len(u.text_ids) for u in items), mult, n_text)
+            n_frames = padded_length(max(len(u.codes) for u in items), mult, n_frames)
         B, n_q = len(items), items[0].codes.shape[1]
         text = torch.zeros(B, n_text, dtype=torch.long)
         codes = torch.zeros(B, n_frames, n_q, dtype=torch.long)

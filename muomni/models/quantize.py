@@ -13,14 +13,18 @@
   spreads the latents over more codes.
 
 All VQ arithmetic runs in float32 with autocast disabled: distances and EMA statistics are too fragile
-for half precision.
+for half precision. On CUDA ``select_device`` turns TF32 matmuls on for the whole process, so on Ampere or
+newer the distance matmuls (and the projections) run in TF32: in an emulation 0.02-0.06 % of codes flip
+to a near-tie neighbour with no change in MSE; the EMA sums (``index_add_``) stay float32.
 
 Data parallel (DDP): the codebooks are buffers that no gradient all-reduce touches, so the quantizer
 keeps the replicas equal itself. EMA cluster sizes and latent sums are summed over ranks
 (``sum_over_ranks``); k-means and dead-code replacement draw from the latents of the whole global batch,
-gathered in the single-process order (``gather_batch``), with rank 0's random draw (``broadcast_tensor``).
-N processes then hold the codebooks that one process would hold with the same global batch. All
-three (in ``muomni/distributed.py``) are identities in a single process.
+gathered in the single-process order (``gather_batch``), with rank 0's random draw (``broadcast_tensor``),
+and k-means ends with rank 0's centroids and counts (CUDA's atomic ``index_add_`` sums in no fixed order,
+so replicas iterating alone could differ in the last bits). N processes then hold the codebooks that one
+process would hold with the same global batch. All three (in ``muomni/distributed.py``) are identities in
+a single process.
 """
 
 from __future__ import annotations
@@ -56,17 +60,18 @@ def kmeans(x: torch.Tensor, k: int, iters: int, lookup: str = "euclidean") -> tu
     """Lloyd's k-means on x (N, D) -> (centroids (k, D), cluster sizes (k,)); empty clusters keep their seed.
     Rows are assigned by ``nearest(..., lookup)``, so a cosine codebook starts from the clusters it will use.
 
-    Under DDP x must be the same on every rank (the gathered global batch): the seeds are rank 0's
-    draw and the iterations are then deterministic, so every replica gets the same codebook.
+    Under DDP x must be the same on every rank (the gathered global batch): the seeds are rank 0's draw,
+    and so are the result, broadcast after the iterations: on CUDA the atomic ``index_add_`` sums in no
+    fixed order, so each rank's own iterations may end a few bits apart; every replica holds rank 0's codebook.
     """
-    centroids = broadcast_tensor(_sample(x, k).clone())
-    counts = torch.zeros(k, device=x.device)
+    centroids = broadcast_tensor(_sample(x, k).clone())  # (k, D)
+    counts = torch.zeros(k, device=x.device)  # (k,)
     for _ in range(iters):
         assign = torch.cdist(x, centroids).argmin(dim=1) if lookup == "euclidean" else nearest(x, centroids, lookup)
         counts = torch.bincount(assign, minlength=k).float()
         sums = torch.zeros_like(centroids).index_add_(0, assign, x)
         centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
-    return centroids, counts
+    return broadcast_tensor(centroids.contiguous()), broadcast_tensor(counts.contiguous())
 
 
 LOOKUPS = ("euclidean", "cosine")  # how a codebook picks a latent's code (see nearest)

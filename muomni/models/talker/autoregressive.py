@@ -149,9 +149,10 @@ class Talker(nn.Module):
             hit = (logits[:, :, k].argmax(-1) == codes[..., k]).float()
             metrics[f"c{k}_accuracy"] = masked_mean(hit, frame_ok)
         if self.depth is not None:
-            depth_ce, depth_hit = self.depth.loss(h[:, :Fr], codes, frame_ok)
+            depth_ce, depth_hit, picked = self.depth.loss(h[:, :Fr], codes, frame_ok)
             for k in range(1, cfg.n_q):
                 losses[f"c{k}"], metrics[f"c{k}_accuracy"] = depth_ce[k - 1], depth_hit[k - 1]
+                counts[f"c{k}"] = picked  # the frames these losses average over, not every valid frame
         pos = torch.arange(Fr + 1, device=codes.device)[None]
         stop_target = (pos == code_lens[:, None]).float()
         stop_ok = (pos <= code_lens[:, None]) & (ended[:, None] | (pos < code_lens[:, None]))

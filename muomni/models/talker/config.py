@@ -121,7 +121,7 @@ class TalkerConfig(SharedConfig):
     align_codebooks: int = 1  # codebooks scored by the alignment prior
     dur_kernel: int = 3
     depth_layers: int = 0  # > 0: a depth decoder predicts codebooks 1..n_q-1 given codebook 0
-    decoder_fraction: float = 0.0625  # fraction of frames the depth decoder trains on
+    decoder_fraction: float = 0.0625  # fraction of frames the depth decoder trains on (eval scores every frame)
     # The speaker embedding is added to the text embeddings before the encoder, so the duration predictor
     # and the aligned states know the voice and each speaker gets its own speaking rate. False is how
     # Talkers trained before 2026-12-07 ran (speaker-blind durations); their checkpoints load as such.

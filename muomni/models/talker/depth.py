@@ -3,7 +3,7 @@
 As in CSM / Marvis (Sesame 2025): a small causal transformer runs along the codebook axis of a
 single frame, so residual codebooks are predicted conditioned on the coarser ones instead of
 independently. It trains on a random ``decoder_fraction`` of the frames only, which keeps its cost
-a small part of a step.
+a small part of a step; in eval mode it scores every valid frame, so a held-out loss is deterministic.
 """
 
 from __future__ import annotations
@@ -54,15 +54,22 @@ class DepthDecoder(nn.Module):
         return idx, frame_ok.flatten()[idx].float()
 
     def loss(self, h: torch.Tensor, codes: torch.Tensor, frame_ok: torch.Tensor):
-        """h (B, F, D), codes (B, F, n_q), frame_ok (B, F) -> per-codebook CE and accuracy lists (1..n_q-1)."""
-        idx, weight = self.pick(frame_ok)
+        """h (B, F, D), codes (B, F, n_q), frame_ok (B, F) -> per-codebook CE and accuracy lists (1..n_q-1)
+        and the number of frames they average over (0-d; the DDP share of the c1.. losses).
+
+        Training scores the random pick; eval mode every valid frame (the held-out loss picks best.pt).
+        """
+        if self.training:
+            idx, weight = self.pick(frame_ok)
+        else:
+            idx, weight = torch.arange(frame_ok.numel(), device=frame_ok.device), frame_ok.flatten().float()
         picked = codes.flatten(0, 1)[idx]  # (M, n_q)
         logits = self.logits(h.flatten(0, 1)[idx], picked[:, :-1])  # (M, n_q - 1, K)
         target = picked[:, 1:]  # (M, n_q - 1)
         ce = [masked_mean(F.cross_entropy(logits[:, i].float(), target[:, i], reduction="none"), weight)
               for i in range(self.n_q - 1)]
         acc = [masked_mean((logits[:, i].argmax(-1) == target[:, i]).float(), weight) for i in range(self.n_q - 1)]
-        return ce, acc
+        return ce, acc, weight.sum()
 
     @torch.no_grad()
     def generate(self, h: torch.Tensor, c0: torch.Tensor, pick: Callable[[torch.Tensor], torch.Tensor],
