@@ -173,7 +173,7 @@ def _warn_past_training(bundle: TalkerBundle, texts: list[str], text_lens: list[
     if over:
         warnings.warn(f"{len(over)} text(s) ran past the lengths this Talker trained on (max_text {cfg.max_text} "
                       f"tokens, max_frames {cfg.max_frames} frames), where it degrades: {'; '.join(over[:3])}; "
-                      "synthesize() splits long texts at sentence and clause boundaries", stacklevel=3)
+                      "synthesize() splits long texts at sentence and clause boundaries", stacklevel=4)
 
 
 PAUSE_SECONDS = 0.2  # silence between the pieces of a text split by ``split_for_talker``

@@ -68,7 +68,8 @@ class Aligner(nn.Module):
         self.encoder = encoder  # a non-causal muomni.models.layers.Transformer
         self.sub_frames, self.n_align = cfg.sub_frames, min(cfg.align_codebooks, cfg.n_q)
         self.prior = nn.ModuleList(nn.Linear(cfg.d_model, cfg.codebook_size) for _ in range(self.n_align))
-        self.duration = DurationPredictor(cfg.d_model, cfg.dur_kernel, max(cfg.n_speakers, 1) * cfg.speaker_text)
+        self.duration = DurationPredictor(cfg.d_model, cfg.dur_kernel,
+                                          max(cfg.n_speakers, 1) if cfg.speaker_durations else 0)
         self.frame_proj = nn.Linear(cfg.sub_frames * cfg.d_model, cfg.d_model)
         self.end_state = nn.Parameter(torch.randn(cfg.d_model) * INIT_STD)  # audio positions past the last frame
 

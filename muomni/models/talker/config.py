@@ -122,14 +122,16 @@ class TalkerConfig(SharedConfig):
     dur_kernel: int = 3
     depth_layers: int = 0  # > 0: a depth decoder predicts codebooks 1..n_q-1 given codebook 0
     decoder_fraction: float = 0.0625  # fraction of frames the depth decoder trains on (eval scores every frame)
-    # The speaker embedding is added to the text embeddings before the encoder, so the duration predictor
-    # and the aligned states know the voice and each speaker gets its own speaking rate. False is how
-    # Talkers trained before 2026-12-07 ran (speaker-blind durations); their checkpoints load as such.
+    # The duration predictor has a speaker table of its own, so each voice gets its own speaking rate.
+    speaker_durations: bool = True
+    # The speaker embedding is added to the text embeddings before the encoder as well.
     speaker_text: bool = True
+    # Both False is how Talkers trained before 2026-12-07 ran (speaker-blind durations); their checkpoints
+    # load as such (LEGACY).
 
     ARCH: ClassVar[str] = "ar"
     # Values of settings a checkpoint written before they existed was trained with (see load_talker).
-    LEGACY: ClassVar[dict[str, Any]] = {"speaker_text": False}
+    LEGACY: ClassVar[dict[str, Any]] = {"speaker_durations": False, "speaker_text": False}
     LOSS_NAMES: ClassVar[frozenset[str]] = frozenset({"stop", "align", "dur"})
     OTHER_FAMILY: ClassVar[dict[str, Any]] = TRM_ONLY
 
