@@ -105,9 +105,12 @@ def step_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def config_mismatch(saved: dict[str, Any], current: dict[str, Any], section: str = "model") -> list[str]:
+def config_mismatch(saved: dict[str, Any], current: dict[str, Any], section: str = "model",
+                    defaults: dict[str, Any] | None = None) -> list[str]:
     """'section.key: saved -> current' for every key of the current config that differs. A saved key the
-    config no longer has is not compared: loading maps it away (the other Talker family's settings)."""
-    a, b = saved.get(section, {}), current.get(section, {})
-    return [f"{section}.{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} in the config"
-            for k in sorted(b) if a.get(k) != b.get(k)]
+    config no longer has is not compared: loading maps it away (the other Talker family's settings). A key
+    the saved config lacks was added since, and its default keeps the old behaviour: it compares as
+    ``defaults[key]`` (the section's defaults), which is what loading that checkpoint gives it."""
+    a, b, defaults = saved.get(section, {}), current.get(section, {}), defaults or {}
+    return [f"{section}.{k}: {a.get(k, defaults.get(k))!r} in the checkpoint, {b.get(k)!r} in the config"
+            for k in sorted(b) if a.get(k, defaults.get(k)) != b.get(k)]

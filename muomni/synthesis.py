@@ -20,7 +20,7 @@ from muomni.config import ConfigError, config_from_dict
 from muomni.models.codec import codec_from_dict
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import Generator, HiFiGANConfig
-from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, checkpoint_model_config
+from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker
 from muomni.text import TextProcessor, split_text
 
 _WARNED_GRIFFIN_LIM = False
@@ -90,8 +90,7 @@ def load_talker(path: str | Path, device: str | torch.device = "cpu") -> TalkerB
     for key in ("model", "codec", "text"):
         if key not in payload:
             raise ConfigError(f"{path}: Talker checkpoint has no '{key}' entry (written by an older train_talker.py?)")
-    cfg = config_from_dict({"model": checkpoint_model_config(payload["config"]["model"])}, _TalkerModel,
-                           source=str(path)).model
+    cfg = config_from_dict({"model": payload["config"]["model"]}, _TalkerModel, source=str(path)).model
     model = build_talker(cfg)
     model.load_state_dict(payload["model"])
     codec = codec_from_dict(payload["codec"], source=f"{path} (codec)")

@@ -85,9 +85,19 @@ def test_an_old_checkpoint_loads_with_its_weights_and_config(name, tmp_path):
     assert_fields_kept(cfg, PINS[name]["config"])
 
 
+# Deliberate changes of a preset's meaning since the pin, each in docs/DESIGN.md: 2026-12-07, the duration
+# predictor's speaker table (§5) is on in the autoregressive presets; the recursive one inherits it off.
+CHANGED_SINCE_PIN = {"talker_tiny": {"speaker_durations": True}, "talker_demo_depth": {"speaker_durations": True},
+                     "talker_trm_tiny": {"speaker_durations": False}}
+
+
 @pytest.mark.parametrize("name", list(PINS), ids=list(PINS))
 def test_the_config_files_still_give_the_pinned_config(name):
-    """configs/*.json are unchanged in meaning: their model section is what the pinned config records."""
+    """configs/*.json are unchanged in meaning: their model section is what the pinned config records, but
+    for the dated changes listed in CHANGED_SINCE_PIN."""
     pin = PINS[name]
     section = {**read_json_with_base(ROOT / pin["config_file"])["model"], **pin["derived"]}
-    assert {k: pin["config"].get(k, "absent") for k in section} == section
+    changed = CHANGED_SINCE_PIN.get(name, {})
+    assert {k: section.get(k) for k in changed} == changed
+    kept = {k: v for k, v in section.items() if k not in changed}
+    assert {k: pin["config"].get(k, "absent") for k in kept} == kept

@@ -52,8 +52,9 @@ class CodecConfig:
     ema_decay: float = 0.99
     kmeans_iters: int = 10
     dead_code_threshold: float = 0.05  # fraction of the uniform usage under which a code is replaced
-    # How the encoder's gradient passes the residual stack (quantize.STRAIGHT_THROUGH). A codec checkpoint
-    # written before this key existed trained with "per_layer" (n_q x the gradient); it loads as such.
+    # How the encoder's gradient passes the residual stack (quantize.STRAIGHT_THROUGH). Codecs trained before
+    # 2026-12-07 used "per_layer" (n_q x the gradient); the forward is the same in every form, so they load
+    # (and resume, with the corrected gradient) under the default.
     straight_through: str = "single"
 
     def __post_init__(self):
@@ -278,7 +279,6 @@ def codec_from_dict(d: dict, source: str = "checkpoint") -> CodecModel:
     cfg_dict = d.get("config", {})
     if "model" in cfg_dict and isinstance(cfg_dict["model"], dict):  # a full run config: take its model section
         cfg_dict = cfg_dict["model"]
-    cfg_dict = {"straight_through": "per_layer", **cfg_dict}  # how codecs trained before the key existed
     cfg = config_from_dict({"model": cfg_dict}, _CodecSchema, source=source).model
     model = CodecModel(cfg)
     state = d.get("model")

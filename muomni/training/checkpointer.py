@@ -117,7 +117,7 @@ class Checkpointer:
                 raise CheckpointError(f"{path}: this is a {payload['stage']} checkpoint, but this is a {self.stage} "
                                       "run: its run folder holds another stage's run; set train.run_name or "
                                       "train.out_dir to this stage's own folder")
-            mismatch = config_mismatch(payload["config"], config_to_dict(self.cfg))
+            mismatch = self._mismatch(payload)
             if mismatch:
                 raise CheckpointError(f"{path}: cannot resume, the model config changed: " + "; ".join(mismatch))
             return path, payload
@@ -142,13 +142,18 @@ class Checkpointer:
                              "data order is kept, random draws of ranks > 0 restart")
         return int(payload["step"])
 
+    def _mismatch(self, payload: dict[str, Any]) -> list[str]:
+        """How the checkpoint's model config differs from this run's (keys it predates at their defaults)."""
+        return config_mismatch(payload["config"], config_to_dict(self.cfg),
+                               defaults=config_to_dict(type(self.cfg.model)()))
+
     def load_init(self, modules: dict[str, nn.Module]) -> None:
         """--init-from: copy weights of the named modules from a checkpoint of this stage; step stays 0."""
         path = getattr(self.args, "init_from", None)
         if not path:
             return
         payload = load_checkpoint(path, self.stage)
-        mismatch = config_mismatch(payload["config"], config_to_dict(self.cfg))
+        mismatch = self._mismatch(payload)
         if mismatch:
             raise CheckpointError(f"{path}: cannot initialise from it: " + "; ".join(mismatch))
         for name, module in modules.items():

@@ -26,7 +26,6 @@ from muomni.models.talker.config import (
     SharedConfig,
     TalkerConfig,
     TRMConfig,
-    checkpoint_model_config,
     codebook_weights,
     talker_config,
 )
@@ -34,7 +33,7 @@ from muomni.models.talker.trm import TRMTalker
 
 __all__ = [
     "AnyTalkerConfig", "SharedConfig", "TRMConfig", "TRMTalker", "Talker", "TalkerConfig", "TalkerOutput",
-    "build_talker", "checkpoint_model_config", "codebook_weights", "count_parameters", "frame_limit", "perplexity",
+    "build_talker", "codebook_weights", "count_parameters", "frame_limit", "perplexity",
     "talker_config",
 ]
 

@@ -26,8 +26,10 @@ from muomni.models.codec import FRAMES_PER_TOKEN
 
 # Settings of one family that the flat config of 1d736d9 and before also held for the other, with the value
 # every such config had (the old defaults): dropped on load, with a warning where they hold another value.
+# The speaker settings came later; a recursive config that inherits talker_tiny.json sets them to False.
 AR_ONLY: dict[str, Any] = {"text_prefix": True, "duration_path": True, "align_codebooks": 1, "dur_kernel": 3,
-                           "depth_layers": 0, "decoder_fraction": 0.0625}
+                           "depth_layers": 0, "decoder_fraction": 0.0625,
+                           "speaker_durations": False, "speaker_text": False}
 TRM_ONLY: dict[str, Any] = {"H_cycles": 3, "L_cycles": 6, "share_output_heads": False}
 REFUSED = {"trm": {"depth_layers": "an autoregressive option; the trm Talker predicts every codebook"}}
 DEPRECATED_LOSS_WEIGHTS = {"depth": "it never weighed a loss: the depth decoder's losses are the codebook losses "
@@ -57,7 +59,6 @@ class SharedConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)  # c0, c1, ... and the family's LOSS_NAMES
 
     ARCH: ClassVar[str] = ""
-    LEGACY: ClassVar[dict[str, Any]] = {}
     LOSS_NAMES: ClassVar[frozenset[str]] = frozenset()
     OTHER_FAMILY: ClassVar[dict[str, Any]] = {}  # the other family's settings of the old flat config
 
@@ -122,16 +123,14 @@ class TalkerConfig(SharedConfig):
     dur_kernel: int = 3
     depth_layers: int = 0  # > 0: a depth decoder predicts codebooks 1..n_q-1 given codebook 0
     decoder_fraction: float = 0.0625  # fraction of frames the depth decoder trains on (eval scores every frame)
-    # The duration predictor has a speaker table of its own, so each voice gets its own speaking rate.
-    speaker_durations: bool = True
-    # The speaker embedding is added to the text embeddings before the encoder as well.
-    speaker_text: bool = True
-    # Both False is how Talkers trained before 2026-12-07 ran (speaker-blind durations); their checkpoints
-    # load as such (LEGACY).
+    # The duration predictor has a speaker table of its own, so each voice gets its own speaking rate (the
+    # presets turn it on; False, the default, is how every Talker before 2026-12-07 trained: one rate for all).
+    speaker_durations: bool = False
+    # The speaker embedding added to the text before the encoder as well. Measured on the demo: durations no
+    # better than the predictor's own table, held-out c0 accuracy 0.48 vs 0.53 (docs/RESULTS.md 2026-12-07).
+    speaker_text: bool = False
 
     ARCH: ClassVar[str] = "ar"
-    # Values of settings a checkpoint written before they existed was trained with (see load_talker).
-    LEGACY: ClassVar[dict[str, Any]] = {"speaker_durations": False, "speaker_text": False}
     LOSS_NAMES: ClassVar[frozenset[str]] = frozenset({"stop", "align", "dur"})
     OTHER_FAMILY: ClassVar[dict[str, Any]] = TRM_ONLY
 
@@ -181,13 +180,6 @@ class TalkerSection:
     """A config's ``model`` section alone (what a Talker checkpoint stores), for talker_config."""
 
     model: AnyTalkerConfig = field(default_factory=TalkerConfig)
-
-
-def checkpoint_model_config(values: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's ``model`` section with the settings it predates at the values it was trained with
-    (``LEGACY``), so that an old Talker keeps computing what it learned; a config file is read as written."""
-    family = TRMConfig if values.get("arch", "ar") == "trm" else TalkerConfig
-    return {**family.LEGACY, **values}
 
 
 def talker_config(**fields: Any) -> TalkerConfig | TRMConfig:
