@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-seconds", type=float, default=20.0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="onnxruntime intra-op threads (its graphs are small: one is fastest on a busy 2-core box)")
     args = parser.parse_args(argv)
     if not args.stream and args.out is None:
         parser.error("give --out, or --stream for raw samples on stdout")
