@@ -76,15 +76,32 @@ def _rms_norm_for_export(self, x: torch.Tensor) -> torch.Tensor:
     return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
+def _self_attention_for_export(self, x, attn_mask, key_padding_mask, is_causal=False):
+    """``nn.TransformerEncoderLayer._sa_block`` (batch first, no mask: the codec decoder's attention layers) with
+    the sequence length left free: torch's multi-head attention traces it as a constant."""
+    mha = self.self_attn
+    B, _, C = x.shape
+    H = mha.num_heads
+    q, k, v = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).reshape(B, -1, 3, H, C // H).permute(2, 0, 3, 1, 4)
+    y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, -1, C)  # (B, T, C)
+    return self.dropout1(mha.out_proj(y))
+
+
 @contextmanager
 def exportable():
-    """Swap the two layer functions the exporter cannot take for their written-out forms."""
-    attend, norm = layers.attend, layers.RMSNorm.forward
+    """Swap the layer functions the exporter cannot take (or takes with a fixed length) for written-out forms:
+    RMSNorm, the Talker's attention, and the self-attention of a codec decoder's attention layers (whose fused
+    kernel is turned off too)."""
+    attend, norm, block = layers.attend, layers.RMSNorm.forward, nn.TransformerEncoderLayer._sa_block
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     layers.attend, layers.RMSNorm.forward = _attend_for_export, _rms_norm_for_export
+    nn.TransformerEncoderLayer._sa_block = _self_attention_for_export
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         yield
     finally:
-        layers.attend, layers.RMSNorm.forward = attend, norm
+        layers.attend, layers.RMSNorm.forward, nn.TransformerEncoderLayer._sa_block = attend, norm, block
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def _attentions(talker: nn.Module) -> list[Attention]:
@@ -264,11 +281,11 @@ def export_onnx(bundle, out_dir: str | Path, vocoder: nn.Module | None = None) -
                     ["hidden", "codes"], ["logits"], {"hidden": {0: "batch"}, "codes": {0: "batch", 1: "known"},
                                                       "logits": {0: "batch"}})
             graphs["depth"] = "depth.onnx"
-    T = 6
-    _export(CodecGraph(codec, False), (torch.zeros(1, T, cfg.n_q, dtype=torch.long),), out / "codec_decode.onnx",
-            ["codes"], ["mel"], {"codes": {1: "frames"}, "mel": {1: "mel_frames"}})
-    _export(CodecGraph(codec, True), (torch.full((1, T, cfg.n_q, cfg.codebook_size), 1 / cfg.codebook_size),),
-            out / "codec_expected.onnx", ["probs"], ["mel"], {"probs": {1: "frames"}, "mel": {1: "mel_frames"}})
+        T = 6
+        _export(CodecGraph(codec, False), (torch.zeros(1, T, cfg.n_q, dtype=torch.long),),
+                out / "codec_decode.onnx", ["codes"], ["mel"], {"codes": {1: "frames"}, "mel": {1: "mel_frames"}})
+        _export(CodecGraph(codec, True), (torch.full((1, T, cfg.n_q, cfg.codebook_size), 1 / cfg.codebook_size),),
+                out / "codec_expected.onnx", ["probs"], ["mel"], {"probs": {1: "frames"}, "mel": {1: "mel_frames"}})
     graphs.update(codec_decode="codec_decode.onnx", codec_expected="codec_expected.onnx")
     if vocoder is not None:
         _export(vocoder.eval().cpu(), (torch.zeros(1, 20, N_MELS),), out / "vocoder.onnx", ["mel"], ["wav"],

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,6 +226,9 @@ class OnnxTTS:
         """text -> waveform chunks while decoding (synthesis.stream_synthesis; muomni.streaming)."""
         spk, rng, hop = self.speaker_id(speaker), np.random.default_rng(seed), self.audio["hop_length"]
         radius = codec_decoder_radius(self.codec)
+        if radius is None:
+            warnings.warn("the codec decoder attends over the whole utterance: streaming reads every earlier frame "
+                          "and its chunk edges differ from offline synthesis", stacklevel=2)
         lookahead = (radius if radius is not None else GLOBAL_LOOKAHEAD) if lookahead is None else lookahead
         if self._use_hifigan(vocoder):
             voc = VocoderStage(lambda mel, _start: self.vocode(mel, "hifigan"), hifigan_radius(self.front["vocoder"]),
