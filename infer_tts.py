@@ -34,7 +34,7 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from muomni.audio import SAMPLE_RATE, mel_to_png, save_wav
+from muomni.audio import SAMPLE_RATE, mel_basis, mel_to_png, save_wav
 from muomni.checkpoint import CheckpointError
 from muomni.config import ConfigError
 from muomni.synthesis import (
@@ -175,6 +175,8 @@ def stream(args: argparse.Namespace, bundle, vocoder) -> int:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         out = sf.SoundFile(args.out, "w", SAMPLE_RATE, 1, subtype="PCM_16", format="WAV")
+    if vocoder is None:
+        mel_basis()  # Griffin-Lim's mel filters load librosa on first use (seconds): setup, as loading the Talker
     begin, first, samples = time.perf_counter(), None, 0
     try:
         for chunk in stream_synthesis(bundle, args.text, args.speaker, vocoder, chunk_frames=args.chunk_frames,
