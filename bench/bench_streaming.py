@@ -8,7 +8,8 @@ The sentence is stretched to 10 s (the trained duration predictor scaled; an unt
 
 - Time to first audio (streamed: the first chunk out) against offline synthesis of the same sentence, per
   backend (torch eager, onnxruntime), vocoder (HiFi-GAN, Griffin-Lim 32 iterations) and thread count (1, 2);
-  median of 3 after a warm-up. Targets: <= 0.3 s with HiFi-GAN, <= 0.5 s with Griffin-Lim, >= 5x earlier.
+  median of 3 after a warm-up (``BENCH_STREAMING_THREADS=2`` runs one count). Targets: <= 0.3 s with
+  HiFi-GAN, <= 0.5 s with Griffin-Lim, >= 5x earlier.
 - Real-time factor of the whole chain streamed; onnxruntime's against torch's (target: no worse).
 - Streamed against offline waveform SNR (target >= 30 dB with HiFi-GAN; Griffin-Lim's phase differs, so its
   spectral convergence against the mel is reported beside offline's).
@@ -60,7 +61,7 @@ from muomni.synthesis import (  # noqa: E402
 SENTENCE = ("The quick brown fox jumps over the lazy dog, and then it runs back home through the long grass to "
             "sleep beside the warm fire until the morning comes.")
 SECONDS = 10.0
-THREADS = (1, 2)
+THREADS = tuple(int(n) for n in os.environ.get("BENCH_STREAMING_THREADS", "1,2").split(","))  # 1,2 by default
 TTFA_TARGET = {"HiFi-GAN": 0.3, "Griffin-Lim": 0.5}
 
 
