@@ -3,7 +3,7 @@ by FISTA from the clamped pseudo-inverse) and fast Griffin-Lim with momentum (Pe
 ``muomni.models.griffinlim``, on the front-end's STFT (centred, reflect padding, periodic Hann window).
 
 Its random initial phases come from numpy, not torch, so its audio is not torch's sample for sample; started
-from the same phases (``mel_to_wav_from``) the two agree to float32 rounding (tests/test_onnx.py).
+from the same phases (``griffin_lim_from``) the two agree to float32 rounding (tests/test_onnx.py).
 """
 
 from __future__ import annotations
@@ -60,9 +60,8 @@ class GriffinLim:
         start = self.n_fft // 2
         return y[start:start + length] / env[start:start + length]
 
-    def from_angles(self, log_mel: np.ndarray, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """log-mel (T, n_mels), unit-modulus angles (T, F) -> (wav (T hop,), the last angles)."""
-        mag = self.magnitude(log_mel)
+    def from_magnitude(self, mag: np.ndarray, angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Linear magnitude (T, F), unit-modulus angles (T, F) -> (wav (T hop,), the last angles)."""
         length = (len(mag) - 1) * self.hop
         alpha = np.float32(self.momentum / (1.0 + self.momentum))
         angles = np.asarray(angles, dtype=np.complex64)
@@ -77,4 +76,4 @@ class GriffinLim:
     def __call__(self, log_mel: np.ndarray, seed: int = 0) -> np.ndarray:
         """log-mel (T, n_mels) -> wav (T hop,), from seeded random phases."""
         phase = np.random.default_rng(seed).random((len(log_mel), self.n_fft // 2 + 1))
-        return self.from_angles(log_mel, np.exp(2j * np.pi * phase))[0]
+        return self.from_magnitude(self.magnitude(log_mel), np.exp(2j * np.pi * phase))[0]

@@ -80,6 +80,9 @@ class OnnxTTS:
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        if threads != 1:  # idle pool threads spin by default: on 2 busy cores, 125 decoding steps of the demo
+            # Talker at 2 threads took 1.8-2.0 s spinning, 0.6-0.8 s not (1 thread: 0.36-0.40 s)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.sessions = {name: ort.InferenceSession(str(self.folder / file), opts, providers=["CPUExecutionProvider"])
                          for name, file in self.front["graphs"].items()}
         self.text = TextProcessor.from_dict(self.front["text"])
@@ -235,7 +238,8 @@ class OnnxTTS:
                                hop)
         else:
             self.griffin_lim.n_iter = n_iter
-            warm = WarmGriffinLim(self.griffin_lim.from_angles, self.audio["n_fft"] // 2 + 1)
+            warm = WarmGriffinLim(self.griffin_lim.magnitude, self.griffin_lim.from_magnitude,
+                                  self.audio["n_fft"] // 2 + 1)
             voc = VocoderStage(warm, GRIFFIN_LIM_CONTEXT, hop, GRIFFIN_LIM_CROSSFADE)
         for i, piece in enumerate(self.pieces(text)):
             if i and (wav := voc.push(self._pause())) is not None:

@@ -162,26 +162,34 @@ class WarmGriffinLim:
     the frames they share (new frames from seeded random phases): consecutive chunks then agree on the phase
     across a seam, as in real-time iterative spectrogram inversion (RTISI, Zhu, Beauregard & Wyse 2007). On
     demo-corpus mels, 12 frames of context and a 4-frame cross-fade: spectral convergence 0.089 against
-    offline Griffin-Lim's 0.084 (0.151 starting every window from random phases).
+    offline Griffin-Lim's 0.084 (0.151 starting every window from random phases). The mel inversion is per
+    frame, so each frame is inverted once and kept for the windows after it.
 
-    invert: (log-mel (T, n_mels), initial angles (T, F) complex64) -> (waveform (T x hop,), last angles (T, F)).
+    magnitude: log-mel (T, n_mels) -> linear magnitude (T, F). iterate: (magnitude (T, F), initial angles (T, F)
+    complex64) -> (waveform (T x hop,), last angles (T, F)).
     """
 
-    def __init__(self, invert: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], n_freq: int,
+    def __init__(self, magnitude: Callable[[np.ndarray], np.ndarray],
+                 iterate: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]], n_freq: int,
                  seed: int = 0):
-        self.invert, self.n_freq = invert, n_freq
+        self.magnitude, self.iterate, self.n_freq = magnitude, iterate, n_freq
         self.rng = np.random.default_rng(seed)
-        self.start, self.angles = 0, np.zeros((0, n_freq), dtype=np.complex64)  # the last window's
+        self.start = 0  # the last window's first frame, its magnitudes and last angles:
+        self.mag = np.zeros((0, n_freq), dtype=np.float32)
+        self.angles = np.zeros((0, n_freq), dtype=np.complex64)
 
     def __call__(self, mel: np.ndarray, start: int) -> np.ndarray:
         T = len(mel)
         angles = np.exp(2j * np.pi * self.rng.random((T, self.n_freq))).astype(np.complex64)
+        mag = np.empty((T, self.n_freq), dtype=np.float32)
         offset = start - self.start
-        shared = min(len(self.angles) - offset, T) if offset >= 0 else 0
-        if shared > 0:
-            angles[:shared] = self.angles[offset:offset + shared]
-        wav, self.angles = self.invert(mel, angles)
-        self.start = start
+        shared = max(min(len(self.mag) - offset, T), 0) if offset >= 0 else 0
+        mag[:shared] = self.mag[offset:offset + shared]
+        angles[:shared] = self.angles[offset:offset + shared]
+        if shared < T:
+            mag[shared:] = self.magnitude(mel[shared:])
+        wav, self.angles = self.iterate(mag, angles)
+        self.mag, self.start = mag, start
         return wav
 
 

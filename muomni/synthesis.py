@@ -298,7 +298,7 @@ def stream_synthesis(bundle: TalkerBundle, text: str, speaker=None, vocoder: nn.
     batch, from one generator).
     """
     from muomni.audio import N_FFT
-    from muomni.models.griffinlim import mel_to_wav_from
+    from muomni.models.griffinlim import griffin_lim_from, magnitude_of
     from muomni.models.talker.generate import stream_frames
     from muomni.streaming import (
         CodecStage,
@@ -345,7 +345,8 @@ def stream_synthesis(bundle: TalkerBundle, text: str, speaker=None, vocoder: nn.
             return vocode(torch.from_numpy(mel), vocoder).reshape(-1).cpu().numpy()
     else:
         vocode(torch.zeros(8, codec.cfg.n_mels), None, n_iter=1)  # its one warning per process, as offline
-        run_vocoder = WarmGriffinLim(lambda mel, angles: mel_to_wav_from(mel, angles, n_iter), N_FFT // 2 + 1)
+        run_vocoder = WarmGriffinLim(magnitude_of, lambda mag, angles: griffin_lim_from(mag, angles, n_iter),
+                                     N_FFT // 2 + 1)
     voc = VocoderStage(run_vocoder, context, HOP_LENGTH, crossfade)
     for i, piece in enumerate(pieces):
         if i and (wav := voc.push(pause_frames(PAUSE_SECONDS, codec.cfg.n_mels, SAMPLE_RATE, HOP_LENGTH,

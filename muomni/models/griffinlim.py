@@ -123,11 +123,18 @@ def _iterate(mag: Tensor, angles: Tensor, window: Tensor, length: int, n_iter: i
 
 
 @torch.no_grad()
-def mel_to_wav_from(log_mel: np.ndarray, angles: np.ndarray, n_iter: int = 32, momentum: float = 0.99,
-                    nnls_iter: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """``mel_to_wav`` started from given phases, for streaming (``muomni.streaming.WarmGriffinLim``): log-mel
-    (T, n_mels) and unit-modulus angles (T, F) complex64 -> (wav (T * 256,), the last angles (T, F)), numpy."""
-    mag = mel_to_magnitude(torch.from_numpy(np.asarray(log_mel, dtype=np.float32)), nnls_iter).T[None]  # (1, F, T)
+def magnitude_of(log_mel: np.ndarray, nnls_iter: int = 30) -> np.ndarray:
+    """``mel_to_magnitude`` on numpy: log-mel (T, n_mels) -> linear magnitude (T, F). Each frame is solved on its own
+    (FISTA's step sizes do not depend on the data), so frames may be inverted in any grouping."""
+    return mel_to_magnitude(torch.from_numpy(np.asarray(log_mel, dtype=np.float32)), nnls_iter).numpy()
+
+
+@torch.no_grad()
+def griffin_lim_from(magnitude: np.ndarray, angles: np.ndarray, n_iter: int = 32,
+                     momentum: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
+    """``griffin_lim`` started from given phases, for streaming (``muomni.streaming.WarmGriffinLim``): magnitude
+    (T, F) and unit-modulus angles (T, F) complex64 -> (wav (T * 256,), the last angles (T, F)), numpy."""
+    mag = torch.from_numpy(np.ascontiguousarray(magnitude.T, dtype=np.float32))[None]  # (1, F, T)
     length = (mag.shape[-1] - 1) * HOP_LENGTH
     window = _window(mag.device, mag.dtype)
     angles = _iterate(mag, torch.from_numpy(np.ascontiguousarray(angles.T))[None], window, length, n_iter, momentum)
