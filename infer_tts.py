@@ -10,11 +10,16 @@ becomes one wav with a mel picture beside it, and ``manifest.json`` records text
 real-time factor and the vocoder used. ``--talker`` and
 ``--vocoder`` take a checkpoint file or a folder written by ``python -m muomni export``.
 Without ``--vocoder`` the mels are inverted with Griffin-Lim (said once).
+
+``--stream`` plays while it synthesizes: raw 16 kHz float32 little-endian samples go to stdout chunk by
+chunk (``--stream --text "Hello." | aplay -r 16000 -f FLOAT_LE``), or with ``--out`` into a wav that grows
+as they arrive; the audio is the offline synthesis of the same text (``muomni.synthesis.stream_synthesis``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -24,13 +29,22 @@ from pathlib import Path
 import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch reads when it loads)
 
 # isort: split
+import numpy as np
+import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from muomni.audio import SAMPLE_RATE, mel_to_png, save_wav
+from muomni.audio import SAMPLE_RATE, mel_basis, mel_to_png, save_wav
 from muomni.checkpoint import CheckpointError
 from muomni.config import ConfigError
-from muomni.synthesis import MEL_FROM, load_talker, load_vocoder, synthesize_with_mels
+from muomni.synthesis import (
+    MEL_FROM,
+    STREAM_CHUNK_FRAMES,
+    load_talker,
+    load_vocoder,
+    stream_synthesis,
+    synthesize_with_mels,
+)
 from muomni.training import select_device, write_json
 
 
@@ -89,7 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true",
                         help="compile the decoding step (CUDA graphs on a GPU); the first batch warms it up")
+    parser.add_argument("--stream", action="store_true",
+                        help="write audio while synthesizing: raw 16 kHz float32 PCM to stdout, or a growing --out wav")
+    parser.add_argument("--chunk-frames", type=int, default=STREAM_CHUNK_FRAMES,
+                        help="--stream: code frames (80 ms each) per chunk")
+    parser.add_argument("--lookahead", type=int, default=None,
+                        help="--stream: code frames waited for past a chunk (default: the codec decoder's receptive "
+                             "field, which gives the offline audio; fewer start sooner with an edge error)")
     args = parser.parse_args(argv)
+    if args.stream and (args.text is None or args.out_dir is not None or args.compile):
+        parser.error("--stream takes one --text, writes stdout or --out, and runs uncompiled")
     warnings.showwarning = lambda message, *_, **__: print(f"warning: {message}", file=sys.stderr)
 
     lines = [(args.speaker, args.text)] if args.text is not None else read_lines(args.text_file, args.speaker)
@@ -104,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.stream:
+        return stream(args, bundle, vocoder)
     out_dir = args.out.parent if args.out else (args.out_dir or Path("outputs/tts"))
     out_dir.mkdir(parents=True, exist_ok=True)
     vocoder_name = f"HiFi-GAN ({args.vocoder})" if vocoder is not None else f"Griffin-Lim ({args.griffin_lim_iters} it)"
@@ -141,6 +166,43 @@ def main(argv: list[str] | None = None) -> int:
     write_json(manifest_path, {"talker": str(args.talker), "vocoder": vocoder_name, "items": manifest})
     if len(lines) > 1:
         print(f"{len(lines)} wavs in {out_dir}; manifest {manifest_path}")
+    return 0
+
+
+def stream(args: argparse.Namespace, bundle, vocoder) -> int:
+    """--stream: chunks to stdout as raw float32 or into a growing 16-bit wav (--out), a summary on stderr."""
+    out = None
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        out = sf.SoundFile(args.out, "w", SAMPLE_RATE, 1, subtype="PCM_16", format="WAV")
+    if vocoder is None:
+        mel_basis()  # Griffin-Lim's mel filters load librosa on first use (seconds): setup, as loading the Talker
+    begin, first, samples = time.perf_counter(), None, 0
+    try:
+        for chunk in stream_synthesis(bundle, args.text, args.speaker, vocoder, chunk_frames=args.chunk_frames,
+                                      lookahead=args.lookahead, n_iter=args.griffin_lim_iters, mel_from=args.mel_from,
+                                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                                      max_frames=int(args.max_seconds * bundle.codec.cfg.frame_rate)):
+            first = time.perf_counter() - begin if first is None else first
+            samples += len(chunk)
+            if out is not None:
+                out.write(np.clip(chunk, -1.0, 1.0))
+                out.flush()  # the header follows: the file plays up to here
+            else:
+                sys.stdout.buffer.write(chunk.astype("<f4").tobytes())
+                sys.stdout.buffer.flush()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the player quit: nothing more to say, and nothing left to flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    finally:
+        if out is not None:
+            out.close()
+    elapsed, seconds = time.perf_counter() - begin, samples / SAMPLE_RATE
+    print(f"{args.out or 'stdout'}: {seconds:.2f} s streamed, first audio after {first or 0:.3f} s, real-time factor "
+          f"{elapsed / max(seconds, 1e-9):.3f}", file=sys.stderr)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``python -m muomni plot RUN_DIR`` and ``python -m muomni export CKPT --out DIR``."""
+"""``python -m muomni plot RUN_DIR``, ``python -m muomni export CKPT --out DIR`` (safetensors) and
+``python -m muomni export TALKER --onnx DIR [--vocoder CKPT]`` (ONNX graphs for ``muomni.onnx_runtime``)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,31 @@ def main(argv: list[str] | None = None) -> int:
     plot = sub.add_parser("plot", help="loss-curve PNGs from a run folder's metrics.jsonl")
     plot.add_argument("run_dir")
     plot.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
-    export = sub.add_parser("export", help="weights as safetensors plus config and vocabulary as JSON")
+    export = sub.add_parser("export", help="weights as safetensors plus config and vocabulary as JSON, or with "
+                                           "--onnx a Talker's inference chain as ONNX graphs")
     export.add_argument("checkpoint")
-    export.add_argument("--out", required=True)
+    target = export.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="folder for weights.safetensors and checkpoint.json")
+    target.add_argument("--onnx", help="folder for the ONNX graphs and frontend.json (a Talker checkpoint)")
+    export.add_argument("--vocoder", help="--onnx: a HiFi-GAN checkpoint to export too (else the runtime uses "
+                                          "Griffin-Lim)")
     args = parser.parse_args(argv)
 
     if args.command == "plot":
         for path in plot_run(args.run_dir, args.out):
             print(path)
+    elif args.onnx:
+        from .config import ConfigError
+        from .onnx_export import export_onnx
+        from .synthesis import load_talker, load_vocoder
+
+        try:
+            bundle = load_talker(args.checkpoint)
+            vocoder = load_vocoder(args.vocoder) if args.vocoder else None
+            print(export_onnx(bundle, args.onnx, vocoder))
+        except (CheckpointError, ConfigError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     else:
         try:
             payload = load_checkpoint(args.checkpoint)

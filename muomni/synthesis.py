@@ -265,3 +265,103 @@ def synthesize(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: n
                n_iter: int = 32, mel_from: str = "expected", **generation) -> list:
     """texts -> 16 kHz waveforms (numpy float32), Griffin-Lim when no vocoder is given."""
     return synthesize_with_mels(bundle, texts, speakers, vocoder, n_iter, mel_from, **generation)[1]
+
+
+# ---------------------------------------------------------------- streaming (docs/DESIGN.md §11)
+
+STREAM_CHUNK_FRAMES = 4  # code frames per chunk: 320 ms
+GLOBAL_LOOKAHEAD = 8  # code frames waited for past a chunk when the codec decoder attends (no exact lookahead)
+GRIFFIN_LIM_CONTEXT = 12  # mel frames of Griffin-Lim window on each side of a chunk ...
+GRIFFIN_LIM_CROSSFADE = 4  # ... of which the first right ones are faded into the next chunk (streaming.WarmGriffinLim)
+
+
+def stream_synthesis(bundle: TalkerBundle, text: str, speaker=None, vocoder: nn.Module | None = None,
+                     chunk_frames: int = STREAM_CHUNK_FRAMES, lookahead: int | None = None, n_iter: int = 32,
+                     mel_from: str = "expected", vocoder_context: int | None = None, temperature: float = 0.0,
+                     top_k: int | None = None, top_p: float | None = None, seed: int | None = 0,
+                     max_frames: int | None = None, duration_scale: float = 1.0):
+    """text -> 16 kHz float32 waveform chunks (numpy), yielded while the Talker decodes; together they are
+    ``synthesize`` of the same text and seed (``muomni.streaming`` says how exactly).
+
+    Every ``chunk_frames`` code frames (320 ms at 4) the new frames go through the codec decoder with its
+    receptive field of context on the left and ``lookahead`` code frames on the right (default: the receptive
+    field, which makes the mel exact; fewer frames wait less for the Talker and leave an edge error), and then
+    through the vocoder with ``vocoder_context`` mel frames on both sides (default: the HiFi-GAN generator's
+    receptive field, exact; for Griffin-Lim ``GRIFFIN_LIM_CONTEXT`` frames and a cross-fade). A codec whose
+    decoder attends over the whole sequence is read from the first frame on at every chunk, with
+    ``GLOBAL_LOOKAHEAD`` frames of lookahead by default, and says that its chunk edges differ from offline.
+
+    A text longer than the Talker's trained ``max_text`` streams piece by piece (``split_for_talker``), with
+    ``PAUSE_SECONDS`` of silence between pieces, as offline synthesis joins them. Greedy decoding gives the
+    offline codes; sampled decoding does too for a text of one piece (offline samples several pieces as one
+    batch, from one generator).
+    """
+    from muomni.audio import N_FFT
+    from muomni.models.griffinlim import griffin_lim_from, magnitude_of
+    from muomni.models.talker.generate import stream_frames
+    from muomni.streaming import (
+        CodecStage,
+        VocoderStage,
+        WarmGriffinLim,
+        codec_decoder_radius,
+        hifigan_radius,
+        pause_frames,
+    )
+
+    if mel_from not in MEL_FROM:
+        raise ValueError(f"mel_from = {mel_from!r}: expected one of {', '.join(MEL_FROM)}")
+    if not isinstance(text, str):
+        raise ValueError("stream_synthesis takes one text (a string)")
+    model, codec = bundle.model, bundle.codec
+    if model.cfg.arch != "ar":
+        raise ValueError(f"a '{model.cfg.arch}' Talker writes every frame in one pass: there is nothing to stream; "
+                         "use synthesize()")
+    radius = codec_decoder_radius(codec.cfg)
+    if radius is None:
+        warnings.warn(f"the codec decoder has {codec.cfg.decoder_attention_layers} attention layer(s), which read "
+                      "the whole utterance: streaming reads every earlier frame and waits "
+                      f"{GLOBAL_LOOKAHEAD if lookahead is None else lookahead} frames past each chunk, and its "
+                      "chunk edges differ from offline synthesis", stacklevel=2)
+    lookahead = (radius if radius is not None else GLOBAL_LOOKAHEAD) if lookahead is None else lookahead
+    if vocoder is not None:
+        context, crossfade = hifigan_radius(vocoder.cfg) if vocoder_context is None else vocoder_context, 0
+    else:
+        context = GRIFFIN_LIM_CONTEXT if vocoder_context is None else vocoder_context
+        crossfade = min(GRIFFIN_LIM_CROSSFADE, context)
+    spk = torch.tensor(_speaker_ids(bundle, speaker, 1))
+    pieces, _ = split_for_talker(bundle, [text])
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    codec_device = _codec_device(codec)
+
+    def decode(x):  # (T, n_q) codes or (T, n_q, K) distributions -> (5 T, 128)
+        with torch.no_grad():
+            x = torch.from_numpy(x)[None].to(codec_device)
+            return (codec.decode_expected(x) if mel_from == "expected" else codec.decode(x))[0].cpu().numpy()
+
+    if vocoder is not None:
+        def run_vocoder(mel, _start):  # (T, 128) -> (T * 256,)
+            return vocode(torch.from_numpy(mel), vocoder).reshape(-1).cpu().numpy()
+    else:
+        vocode(torch.zeros(8, codec.cfg.n_mels), None, n_iter=1)  # its one warning per process, as offline
+        run_vocoder = WarmGriffinLim(magnitude_of, lambda mag, angles: griffin_lim_from(mag, angles, n_iter),
+                                     N_FFT // 2 + 1)
+    voc = VocoderStage(run_vocoder, context, HOP_LENGTH, crossfade)
+    for i, piece in enumerate(pieces):
+        if i and (wav := voc.push(pause_frames(PAUSE_SECONDS, codec.cfg.n_mels, SAMPLE_RATE, HOP_LENGTH,
+                                               LOG_FLOOR))) is not None:
+            yield wav
+        ids, lens = encode_texts(bundle, [piece])
+        stage = CodecStage(decode, radius, lookahead, chunk_frames, codec.cfg.frames_per_token)
+        frames = stream_frames(model, ids.to(device), lens.to(device), spk.to(device), max_frames=max_frames,
+                               temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
+                               duration_scale=duration_scale, return_probs=mel_from == "expected")
+        for frame, probs in frames:
+            mel = stage.push((probs if mel_from == "expected" else frame).cpu().numpy())
+            if mel is not None and (wav := voc.push(mel)) is not None:
+                yield wav
+        _warn_past_training(bundle, [piece], lens.tolist(), [len(stage.inputs)])
+        if (mel := stage.finish()) is not None and (wav := voc.push(mel)) is not None:
+            yield wav
+    if (wav := voc.finish()) is not None:
+        yield wav

@@ -103,6 +103,13 @@ def griffin_lim(magnitude: Tensor, n_iter: int = 32, momentum: float = 0.99,
         phase = 2 * torch.pi * torch.rand(mag.shape[1:], generator=gen, dtype=torch.float64)
         angles = torch.polar(torch.ones_like(phase), phase).expand_as(mag).to(mag.device)
         angles = angles.to(torch.complex128 if mag.dtype == torch.float64 else torch.complex64)
+    angles = _iterate(mag, angles, window, length, n_iter, momentum)
+    wav = _istft(mag * angles, window, length + HOP_LENGTH)  # (B, T * hop)
+    return wav.squeeze(0) if squeeze else wav
+
+
+def _iterate(mag: Tensor, angles: Tensor, window: Tensor, length: int, n_iter: int, momentum: float) -> Tensor:
+    """n_iter fast Griffin-Lim steps: mag (B, F, T), unit-modulus angles (B, F, T) -> the last angles."""
     # The TF consistency projection: rebuilt = STFT(ISTFT(mag * angles)); then extrapolate with
     # momentum alpha = momentum / (1 + momentum) on the previous projection (Perraudin eq. 4).
     alpha = momentum / (1.0 + momentum)
@@ -112,8 +119,27 @@ def griffin_lim(magnitude: Tensor, n_iter: int = 32, momentum: float = 0.99,
         rebuilt = _stft(_istft(mag * angles, window, length), window)
         angles = rebuilt - alpha * previous
         angles = angles / (angles.abs() + _EPS)
-    wav = _istft(mag * angles, window, length + HOP_LENGTH)  # (B, T * hop)
-    return wav.squeeze(0) if squeeze else wav
+    return angles
+
+
+@torch.no_grad()
+def magnitude_of(log_mel: np.ndarray, nnls_iter: int = 30) -> np.ndarray:
+    """``mel_to_magnitude`` on numpy: log-mel (T, n_mels) -> linear magnitude (T, F). Each frame is solved on its own
+    (FISTA's step sizes do not depend on the data), so frames may be inverted in any grouping."""
+    return mel_to_magnitude(torch.from_numpy(np.asarray(log_mel, dtype=np.float32)), nnls_iter).numpy()
+
+
+@torch.no_grad()
+def griffin_lim_from(magnitude: np.ndarray, angles: np.ndarray, n_iter: int = 32,
+                     momentum: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
+    """``griffin_lim`` started from given phases, for streaming (``muomni.streaming.WarmGriffinLim``): magnitude
+    (T, F) and unit-modulus angles (T, F) complex64 -> (wav (T * 256,), the last angles (T, F)), numpy."""
+    mag = torch.from_numpy(np.ascontiguousarray(magnitude.T, dtype=np.float32))[None]  # (1, F, T)
+    length = (mag.shape[-1] - 1) * HOP_LENGTH
+    window = _window(mag.device, mag.dtype)
+    angles = _iterate(mag, torch.from_numpy(np.ascontiguousarray(angles.T))[None], window, length, n_iter, momentum)
+    wav = _istft(mag * angles, window, length + HOP_LENGTH)[0]
+    return wav.numpy(), angles[0].T.numpy()
 
 
 @torch.no_grad()

@@ -179,6 +179,22 @@ def pick_frame(model: nn.Module, logits, h, temperature, top_k, top_p, generator
     return frame
 
 
+def _plan(model: nn.Module, text, text_lens, speakers, max_frames, durations, duration_scale):
+    """-> (the frame limit, the cache length, durations): on the duration path without max_frames the durations
+    set the length, so the cache is sized for them (and they are predicted here, once)."""
+    cfg = model.cfg
+    limit = frame_limit(cfg, max_frames)
+    if model.aligner is not None and not max_frames:
+        enc = model.encode_text(text, text_lens, speakers)
+        if durations is None:
+            pred_dur = model.aligner.predict_durations(enc, text_lens, speakers)
+            durations = durations_from_prediction(pred_dur, text_lens, cfg.sub_frames, duration_scale)[0]
+        limit = int((durations.sum(1).max() + cfg.sub_frames - 1) // cfg.sub_frames)
+    max_seq = (text.shape[1] if cfg.text_prefix else 0) + limit + 1
+    max_seq = -(-max_seq // CACHE_MULTIPLE) * CACHE_MULTIPLE  # one cache shape for most sentences
+    return limit, max_seq, durations
+
+
 @torch.no_grad()
 def generate(model: nn.Module, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor,
              max_frames: int | None = None, temperature: float = 1.0, top_k: int | None = None,
@@ -197,16 +213,8 @@ def generate(model: nn.Module, text: torch.Tensor, text_lens: torch.Tensor, spea
     (default: 3 x the training max_frames).
     """
     cfg = model.cfg
-    B, N = text.shape
-    limit = frame_limit(cfg, max_frames)
-    if model.aligner is not None and not max_frames:  # the durations set the length: size the cache for them
-        enc = model.encode_text(text, text_lens, speakers)
-        if durations is None:
-            pred_dur = model.aligner.predict_durations(enc, text_lens, speakers)
-            durations = durations_from_prediction(pred_dur, text_lens, cfg.sub_frames, duration_scale)[0]
-        limit = int((durations.sum(1).max() + cfg.sub_frames - 1) // cfg.sub_frames)
-    max_seq = (N if cfg.text_prefix else 0) + limit + 1
-    max_seq = -(-max_seq // CACHE_MULTIPLE) * CACHE_MULTIPLE  # one cache shape for most sentences
+    B = text.shape[0]
+    limit, max_seq, durations = _plan(model, text, text_lens, speakers, max_frames, durations, duration_scale)
     backend = compile if isinstance(compile, str) else "inductor"
     step = compiled_decode_step(text.device.type, backend) if compile else None
     with kv_caches(model, B, max_seq):
@@ -235,3 +243,48 @@ def generate(model: nn.Module, text: torch.Tensor, text_lens: torch.Tensor, spea
         return codes, lengths
     probs = torch.stack(probs, dim=1) if probs else codes.new_zeros(B, 0, cfg.n_q, cfg.codebook_size).float()
     return codes, lengths, probs
+
+
+@contextmanager
+def _attached(model: nn.Module, caches: list[KVCache]):
+    attns = [m for m in model.decoder.modules() if isinstance(m, Attention)]
+    for a, c in zip(attns, caches):
+        a.kv_cache = c
+    try:
+        yield
+    finally:
+        for a in attns:
+            a.kv_cache = None
+
+
+def stream_frames(model: nn.Module, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor,
+                  max_frames: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None, generator: torch.Generator | None = None,
+                  durations: torch.Tensor | None = None, duration_scale: float = 1.0, return_probs: bool = False):
+    """``generate`` for one item (text (1, N)), a frame at a time: yields each frame (n_q,) as it is picked, with
+    its distributions (n_q, K) when return_probs, else None. The same steps in the same order as ``generate``
+    with a batch of one, so the same frames (greedy, or sampled from the same generator).
+
+    The stream owns its KV caches (not the model's shared pool) and attaches them only while it computes, so
+    other generation may run between its frames.
+    """
+    if text.shape[0] != 1:
+        raise ValueError(f"stream_frames decodes one text at a time, got a batch of {text.shape[0]}")
+    limit, max_seq, durations = _plan(model, text, text_lens, speakers, max_frames, durations, duration_scale)
+    p = next(model.parameters())
+    caches = [KVCache(1, a.n_kv_heads, max_seq, a.head_dim, dtype=p.dtype, device=p.device)
+              for a in model.decoder.modules() if isinstance(a, Attention)]
+    with torch.no_grad(), _attached(model, caches):
+        logits, stop, h, state = prefill(model, text, text_lens, speakers, max_seq, durations, duration_scale)
+    if state.n_frames is not None:
+        limit = int(state.n_frames.clamp(max=limit)[0])
+    for t in range(limit):
+        if state.n_frames is None and bool(stop[0] > 0):
+            return
+        probs: list[torch.Tensor] | None = [] if return_probs else None
+        with torch.no_grad():
+            frame = pick_frame(model, logits, h, temperature, top_k, top_p, generator, probs)  # (1, n_q)
+        yield frame[0], probs[0][0] if return_probs else None
+        if t + 1 < limit:
+            with torch.no_grad(), _attached(model, caches):
+                logits, stop, h = decode_one(model, state, frame, t + 1)
