@@ -5,8 +5,9 @@ figures that need no recogniser come from ``muomni.metrics``, Griffin-Lim from
 ``muomni.models.griffinlim``, synthesis from ``muomni.synthesis``. Word error comes from the
 recognisers of ``muomni.asr`` (``--asr whisper,pocketsphinx``: Whisper by default where installed; the
 first named headlines, the others are scored beside it on the same audio), normalised and counted by
-``muomni.wer``. Every subcommand prints a table naming its recogniser(s) and writes a JSON report with a
-per-utterance section (``muomni.scoring``); with ``--out-dir`` it also writes every system's wavs, a mel
+``muomni.wer``. Naturalness is rated beside it by DNSMOS (``--mos dnsmos``, the default where the 'eval' extra
+is installed; ``muomni.mos``). Every subcommand prints a table naming its recogniser(s) and writes a JSON report
+with a per-utterance section (``muomni.scoring``); with ``--out-dir`` it also writes every system's wavs, a mel
 picture of each, and a listening page ``index.html`` beside them.
 """
 
@@ -29,6 +30,7 @@ from muomni.listening import write_listening_page
 from muomni.metrics import codec_round_trip, mean_scores, vocoder_scores
 from muomni.models.codec import load_codec
 from muomni.models.griffinlim import mel_to_wav
+from muomni.mos import FIELDS, add_mos_arguments, resolve_mos
 from muomni.scoring import print_word_errors, score_systems
 from muomni.synthesis import MEL_FROM, load_talker, load_vocoder, synthesize_with_mels, vocode
 
@@ -38,6 +40,12 @@ def beside(model: str | Path, name: str) -> Path:
     next to the checkpoint file."""
     model = Path(model)
     return model / name if model.is_dir() else model.parent / name
+
+
+def mos_fields(scores: dict, system: str) -> dict[str, float]:
+    """``{"dnsmos_ovrl": ..., ...}`` of a system in a scored report (empty without --mos)."""
+    by_system = scores.get("mos", {}).get("by_system", {})
+    return {f"dnsmos_{k}": by_system[system][k] for k in FIELDS} if system in by_system else {}
 
 
 def print_table(rows: list[tuple[str, object]], title: str) -> None:
@@ -63,7 +71,7 @@ def evaluate_codec(args: argparse.Namespace) -> dict:
     items = [item for item, _, _ in kept]  # word error on the first --limit (slow), both through Griffin-Lim
     systems = {"original": [mel_to_wav(mel) for _, mel, _ in kept], "codec": [mel_to_wav(rec) for _, _, rec in kept]}
     usage, perplexity = figures["usage"], figures["perplexity"]
-    scores = score_systems(items, systems, args.asrs, args.out_dir or None)
+    scores = score_systems(items, systems, args.asrs, args.out_dir or None, args.mos)
     wer = scores["wer_by_asr"][scores["asr"]["headline"]]
     report = {
         "codec": str(args.codec), "data": str(args.data), "utterances": figures["utterances"],
@@ -71,6 +79,8 @@ def evaluate_codec(args: argparse.Namespace) -> dict:
         "bitrate": codec.cfg.bitrate, "mse_std": figures["mse_std"], "mse_raw": figures["mse_raw"],
         "usage": usage, "perplexity": perplexity, "asr_headline": scores["asr"]["headline"],
         "wer_original": wer["original"], "wer_codec": wer["codec"], "wer_delta": wer["codec"] - wer["original"],
+        **{f"{k}_original": v for k, v in mos_fields(scores, "original").items()},
+        **{f"{k}_codec": v for k, v in mos_fields(scores, "codec").items()},
     }
     rows = [(k, v) for k, v in report.items() if k not in ("usage", "perplexity")]
     rows += [(f"usage[{q}]", u) for q, u in enumerate(usage)]
@@ -89,6 +99,7 @@ def add_codec_parser(sub: argparse._SubParsersAction) -> None:
                    help="word error on the first N held-out utterances only (MSE and usage use all)")
     p.add_argument("--out-dir", default="", help="folder for every system's wavs, mel pictures and index.html")
     add_asr_arguments(p)
+    add_mos_arguments(p)
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <codec dir>/eval_codec.json)")
     p.set_defaults(func=evaluate_codec, default_out=lambda a: beside(a.codec, "eval_codec.json"))
@@ -121,21 +132,23 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
             scores[name].append(vocoder_scores(wav, out))
     if not items:
         raise ValueError(f"{args.data}: no held-out utterance to evaluate")
-    asr = score_systems(items, {"ground_truth": reals, **outs}, args.asrs, args.out_dir or None)
+    asr = score_systems(items, {"ground_truth": reals, **outs}, args.asrs, args.out_dir or None, args.mos)
     wer = asr["wer_by_asr"][asr["asr"]["headline"]]
     report = {"vocoder": str(args.vocoder), "data": str(args.data), "utterances": len(items),
               "audio_seconds": seconds, "griffinlim_iterations": args.n_iter, "asr_headline": asr["asr"]["headline"],
-              "wer_ground_truth": wer["ground_truth"]}
+              "wer_ground_truth": wer["ground_truth"],
+              **{f"{k}_ground_truth": v for k, v in mos_fields(asr, "ground_truth").items()}}
     for name in vocoders:
         report[name] = mean_scores(scores[name])
         report[name]["wer"] = wer[name]
+        report[name].update(mos_fields(asr, name))
         report[name]["rtf"] = compute[name] / seconds
     metrics = [k for k in report["hifigan"] if k in report["griffinlim"]]
     print(f"vocoder evaluation: {len(items)} held-out utterances ({seconds:.1f} s) of {args.data}, "
           f"original mels; ground-truth word error {report['wer_ground_truth']:.4f} ({asr['asr']['headline']})")
-    print(f"  {'metric':<8}  {'HiFi-GAN':>10}  {'Griffin-Lim':>11}")
+    print(f"  {'metric':<12}  {'HiFi-GAN':>10}  {'Griffin-Lim':>11}")
     for k in metrics:
-        print(f"  {k:<8}  {report['hifigan'][k]:>10.4f}  {report['griffinlim'][k]:>11.4f}")
+        print(f"  {k:<12}  {report['hifigan'][k]:>10.4f}  {report['griffinlim'][k]:>11.4f}")
     print_word_errors(asr, "vocoder")
     return {**report, **asr}
 
@@ -148,6 +161,7 @@ def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
     p.add_argument("--out-dir", default="", help="folder for every system's wavs, mel pictures and index.html")
     add_asr_arguments(p)
+    add_mos_arguments(p)
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <vocoder dir>/eval_vocoder.json)")
     p.set_defaults(func=evaluate_vocoder, default_out=lambda a: beside(a.vocoder, "eval_vocoder.json"))
@@ -185,7 +199,7 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
         if vocoder is not None:
             systems["tts_griffinlim"] += [mel_to_wav(m, args.n_iter).reshape(-1).cpu().numpy() for m in mels]
         systems["ground_truth"] += [load_audio(it.path) for it in chunk]
-    scores = score_systems(items, systems, args.asrs, out_dir)
+    scores = score_systems(items, systems, args.asrs, out_dir, args.mos)
     wer = scores["wer_by_asr"][scores["asr"]["headline"]]
     report = {
         "talker": str(args.talker), "step": bundle.step, "vocoder": "hifigan" if vocoder is not None else "griffinlim",
@@ -194,6 +208,7 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
         **({"wer_griffinlim": wer["tts_griffinlim"]} if vocoder is not None else {}),
         "duration_ratio": sum(len(w) for w in systems[name]) / max(sum(len(r) for r in systems["ground_truth"]), 1),
         "rtf": compute / max(seconds, 1e-9), "audio_seconds": seconds, "out_dir": str(out_dir),
+        **mos_fields(scores, name), **{f"{k}_ground_truth": v for k, v in mos_fields(scores, "ground_truth").items()},
     }
     print_table(list(report.items()), f"tts evaluation (held-out texts; word error by {scores['asr']['headline']})")
     print_word_errors(scores, "tts")
@@ -208,6 +223,7 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", default="",
                    help="folder for the wavs, mel pictures and index.html (default: <talker dir>/eval_tts)")
     add_asr_arguments(p)
+    add_mos_arguments(p)
     p.add_argument("--limit", type=int, default=0, help="synthesize only the first N held-out texts")
     p.add_argument("--batch", type=int, default=8, help="texts generated together")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -234,7 +250,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     try:
         args.asrs = parse_asr(args.asr, args.asr_model)
-    except ValueError as err:
+        args.mos = resolve_mos(args.mos)
+    except (ValueError, ImportError) as err:
         parser.error(str(err))
     report = {"kind": args.command, **args.func(args)}
     out = Path(args.out) if args.out else Path(args.default_out(args))
