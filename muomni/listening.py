@@ -20,8 +20,12 @@ LABELS = {
     "original": "Griffin-Lim, original mels",
     "griffinlim": "Griffin-Lim, original mels (vocoder eval)",
     "hifigan": "HiFi-GAN, original mels",
+    "universal": "universal HiFi-GAN (resample adapter), original mels",
+    "universal_stretch": "universal HiFi-GAN (stretch adapter), original mels",
     "codec": "codec round trip (Griffin-Lim)",
     "tts_hifigan": "TTS + HiFi-GAN",
+    "tts_universal": "TTS + universal HiFi-GAN",
+    "tts_universal_stretch": "TTS + universal HiFi-GAN (stretch)",
     "tts_griffinlim": "TTS + Griffin-Lim",
 }
 ORDER = list(LABELS)

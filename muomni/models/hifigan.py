@@ -41,8 +41,19 @@ class HiFiGANConfig:
     msd_scales: int = 2
     msd_channels: int = 128
     msd_max_channels: int = 1024
+    # "": the generator reads muomni's log-mels itself. "resample" or "stretch": it reads the 80-bin, 22.05 kHz
+    # log-magnitude mel of HiFi-GAN's published models, made from muomni's by that adapter (models/universal.py),
+    # so that the universal generator's weights load; n_mels must then be 80.
+    adapter: str = ""
+    adapter_nnls_iter: int = 30  # the adapter's least-squares iterations for the linear magnitude (0: pinv)
+    # log power given to mel cells at muomni's floor (log 1e-5) before the adapter inverts them: the floor
+    # hides quieter cells, and read as 1e-5 it puts a noise floor under the silences (docs/RESULTS.md)
+    adapter_floor: float = -14.5
 
     def __post_init__(self):
+        if self.adapter and (self.adapter not in ("resample", "stretch") or self.n_mels != 80):
+            raise ConfigError(f"model.adapter = {self.adapter!r}: expected '' (muomni's mels), 'resample' or 'stretch' "
+                              f"(HiFi-GAN's 80-bin mels, with model.n_mels = 80; got {self.n_mels})")
         if math.prod(self.upsample_rates) != HOP_LENGTH:
             raise ConfigError(f"model.upsample_rates {self.upsample_rates} must multiply to the hop {HOP_LENGTH}")
         if len(self.upsample_kernel_sizes) != len(self.upsample_rates):
