@@ -54,6 +54,8 @@ class VocoderTrainConfig(TrainConfig):
     lr_decay: float = 0.999  # both learning rates are multiplied by this every lr_decay_steps (smoothly)
     lr_decay_steps: int = 1000
     gan_start_step: int = 0  # steps of mel-L1-only warm-up before the discriminators join
+    # HiFi-GAN's weights (Kong et al. 2020); "mel" weighs the L1 of log-MAGNITUDE mels, the scale 45 was tuned
+    # on: the loss halves muomni's log-power mels before the L1 (models/hifigan.py mel_loss).
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"mel": 45.0, "adv": 1.0, "fm": 2.0, "d_real": 1.0, "d_fake": 1.0})
     eval_items: int = 16  # held-out utterances (whole) scored every eval_every steps

@@ -20,7 +20,7 @@ from muomni.models.hifigan import (
     discriminator_losses,
     feature_matching_loss,
     generator_adversarial_loss,
-    mel_l1,
+    mel_loss,
     weighted_total,
 )
 from muomni.models.universal import build_generator
@@ -89,7 +89,7 @@ def micro_batch(gan: GAN, wav: Tensor, mel: Tensor, mel_fn: nn.Module, train: Tr
     generator's and the discriminators' named losses and the generator's weighted total."""
     with autocast(device, train.amp):
         fake = gan.generator_ddp(mel)  # (B, S)
-    losses_g = {"mel": mel_l1(mel_fn(wav), mel_fn(fake.float()))}
+    losses_g = {"mel": mel_loss(mel_fn(wav), mel_fn(fake.float()))}  # log-magnitude scale (hifigan.mel_loss)
     losses_d: dict[str, Tensor] = {}
     if adversarial:
         with autocast(device, train.amp):

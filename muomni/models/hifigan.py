@@ -182,6 +182,15 @@ def mel_l1(real_mel: Tensor, fake_mel: Tensor) -> Tensor:
     return F.l1_loss(fake_mel.float(), real_mel.float())
 
 
+def mel_loss(real_log_power: Tensor, fake_log_power: Tensor) -> Tensor:
+    """The generator's mel term: the L1 of log-*magnitude* mels, on which HiFi-GAN's weight 45 was tuned
+    (Kong et al. 2020, section 2.3: log of the mel of the STFT magnitude). muomni's front end is the log of the
+    *power* mel, twice the log magnitude: half of it puts the term on the scale its weight expects (the L1 of
+    log-power mels is twice as large, which made the mel term weigh ~90 against adversarial 1 and feature
+    matching 2). Inputs (B, T, n_mels) natural-log power mels (muomni.audio.MelSpectrogram)."""
+    return 0.5 * mel_l1(real_log_power, fake_log_power)
+
+
 def weighted_total(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     """sum_k weights[k] * losses[k]; every loss term must have a weight (a missing one is a typo)."""
     missing = [k for k in losses if k not in weights]
