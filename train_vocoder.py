@@ -5,6 +5,7 @@
         --init-from checkpoints/vocoder_tiny/best.pt --set train.run_name=vocoder_ft
     python train_vocoder.py --config configs/vocoder_tiny.json --finetune-talker checkpoints/talker_tiny \
         --init-from checkpoints/vocoder_tiny/best.pt --set train.run_name=vocoder_tts
+    python train_vocoder.py --config configs/vocoder_universal.json --init-from universal   # CPU, 15 min
 
 Random frame-aligned segments of ``segment_size`` samples (shorter files zero-padded), generator
 and discriminators with their own AdamW, exponential decay and grad scaler (Kong et al. 2020).
@@ -14,6 +15,11 @@ faster on a CPU; then the adversarial and feature-matching losses join, weighted
 and is scored against the real audio, so it learns the codec's artefacts; with --finetune-talker it
 hears the mels synthesis would make from that Talker (teacher-forced on each utterance's codes and decoded
 as ``train.mel_from`` says, synthesis's ``mel_from``), so it learns the artefacts it will be fed.
+
+``--init-from universal`` starts the generator from HiFi-GAN V1's pretrained universal weights (the
+'universal' extra; the model section must be that architecture behind a mel adapter, as
+configs/vocoder_universal.json, a CPU fine-tune within ``train.max_minutes``) and the discriminators fresh:
+the package ships none. The from-scratch presets (vocoder_tiny, vocoder_v1) remain the GPU recipes.
 
 Under ``torchrun --nproc_per_node N`` the generator and the discriminators are each wrapped in
 DistributedDataParallel (one per optimizer); ``train.batch_size`` is the global batch, and rank 0
@@ -42,6 +48,8 @@ from muomni.metrics import heldout_mel_l1
 from muomni.models.codec import codec_hash, load_codec
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import HiFiGANConfig
+from muomni.models.universal import universal_mismatch
+from muomni.pretrained import is_pretrained_name, parse_name, universal_state_dict, weights_path
 from muomni.samples import vocoder_samples
 from muomni.synthesis import MEL_FROM, load_talker
 from muomni.training import BatchOrder, Run, add_run_args, load_run_config, make_grad_scaler
@@ -110,6 +118,21 @@ def evaluate(run: Run, step: int, generator: nn.Module, held: AudioCache, tc: Vo
     return score
 
 
+def init_from_pretrained(run: Run, name: str, model: HiFiGANConfig, gan) -> None:
+    """--init-from universal[:adapter]: the generator from the shipped universal weights (strict: every key),
+    the discriminators left fresh; step 0."""
+    mismatch = universal_mismatch(model)
+    adapter = parse_name(name)
+    if ":" in name and adapter != model.adapter:
+        mismatch.append(f"adapter: {model.adapter!r} != {adapter!r} named by --init-from {name}")
+    if mismatch:
+        raise ConfigError(f"--init-from {name} needs the model section of HiFi-GAN V1's universal generator behind "
+                          "a mel adapter (configs/vocoder_universal.json): " + "; ".join(mismatch))
+    gan.generator.load_state_dict(universal_state_dict())
+    run.info(f"initialised the generator from the pretrained universal HiFi-GAN ({weights_path()}), adapter "
+             f"{model.adapter}; discriminators fresh (none ship with it); starting at step 0")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = add_run_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--finetune-codec", metavar="CODEC_CKPT",
@@ -151,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     scalers = make_grad_scaler(device, tc.amp), make_grad_scaler(device, tc.amp)  # generator's, discriminators'
     gan = build_gan(cfg.model, tc, tc.lr_decay, tc.lr_decay_steps, device, scalers)
     objects = gan.checkpoint_objects(order)
-    run.load_init({"generator": gan.generator, "discriminators": gan.discriminators})
+    if is_pretrained_name(args.init_from):
+        init_from_pretrained(run, args.init_from, cfg.model, gan)
+    else:
+        run.load_init({"generator": gan.generator, "discriminators": gan.discriminators})
     step = run.restore(run.resume_payload(), objects)
     gan.wrap(run.wrap, tc.compile)
     mel_fn = MelSpectrogram().to(device)

@@ -78,3 +78,39 @@ def test_finetune_talker_trains_end_to_end(tmp_path, tiny_talker, keep_signal_ha
         train.main(["--config", str(config), "--finetune-talker", str(talker), "--finetune-codec",
                     str(tiny_talker["codec"]), "--set", "train.run_name=both"])
     assert not Path(tmp_path / "runs" / "both" / "step_00000001.pt").exists()
+
+
+def test_init_from_universal_fine_tunes_two_steps_end_to_end(tmp_path, flite_corpus, keep_signal_handlers):  # noqa: F811
+    """configs/vocoder_universal.json from the pretrained weights on muomni's mels through the adapter: the
+    generator starts at the universal weights (moved only a little by two small steps), the discriminators
+    fresh, and the run folder loads as a vocoder that maps muomni's mel to 16 kHz audio."""
+    from muomni.pretrained import universal_state_dict
+    from muomni.training import load_checkpoint
+
+    train = _train_module()
+    cfg = {"base": str(Path(train.__file__).parent / "configs" / "vocoder_universal.json"),
+           "data": {"path": str(flite_corpus), "heldout": 1},
+           "train": {"out_dir": str(tmp_path / "runs"), "run_name": "uni", "steps": 2, "segment_size": 2048,
+                     "log_every": 1, "eval_every": 2, "sample_every": 2, "save_every": 1, "eval_items": 1,
+                     "sample_items": 1, "max_minutes": 5}}
+    config = tmp_path / "universal.json"
+    config.write_text(json.dumps(cfg))
+    assert train.main(["--config", str(config), "--init-from", "universal"]) == 0
+    run = tmp_path / "runs" / "uni"
+    first = load_checkpoint(run / "step_00000001.pt", stage="vocoder")
+    shipped = universal_state_dict()
+    assert set(first["generator"]) == set(shipped)
+    moved = sum(float((first["generator"][k] - v).square().sum()) for k, v in shipped.items()) ** 0.5
+    size = sum(float(v.square().sum()) for v in shipped.values()) ** 0.5
+    assert 0 < moved < 0.01 * size  # trained, from the universal weights (a fresh init would be everywhere else)
+    assert "discriminators" in first and json.loads((run / "config.json").read_text())["model"]["adapter"] == \
+        "resample"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("split") == "heldout" and r["mel_l1"] < r["griffinlim_mel_l1"] + 1.5 for r in records)
+    vocoder = synthesis.load_vocoder(run)
+    mel = log_mel(load_audio(load_corpus(DataConfig(path=str(flite_corpus))).heldout[0].path))[0][:40]
+    assert synthesis.vocode(mel, vocoder).shape == (40 * 256,)
+
+    with pytest.raises(ConfigError, match="vocoder_universal.json"):  # another architecture: named, not loaded
+        train.main(["--config", str(config), "--init-from", "universal", "--set", "train.run_name=tiny",
+                    "model.upsample_initial_channel=128"])
