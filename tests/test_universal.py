@@ -106,6 +106,16 @@ def test_the_resample_adapter_keeps_time_aligned(flite_mel):
     assert abs((g + 0.5) * 256 / 22050 - 30 * 256 / 16000) < 256 / 22050
 
 
+def test_the_adapter_gain_and_floor_do_what_they_say(flite_mel):
+    base = MelAdapter("resample")(flite_mel[None])  # gain sqrt(22050 / 16000), floor -14.5
+    louder = MelAdapter("resample", gain=2 * (22050 / 16000) ** 0.5)(flite_mel[None])
+    loud = base > -9  # away from the log's clamp
+    torch.testing.assert_close(louder[loud] - base[loud], torch.full_like(base[loud], np.log(2.0)), rtol=0,
+                               atol=1e-4)
+    silence = torch.full((1, 20, 128), np.log(1e-5))
+    assert MelAdapter("resample")(silence).mean() < MelAdapter("resample", floor=None)(silence).mean() - 1.0
+
+
 def test_resample_is_exact_in_the_pass_band_and_stops_aliases():
     resample = Resample(22050, 16000)
     t = torch.arange(22050, dtype=torch.float64) / 22050

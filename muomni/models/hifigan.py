@@ -49,6 +49,8 @@ class HiFiGANConfig:
     # log power given to mel cells at muomni's floor (log 1e-5) before the adapter inverts them: the floor
     # hides quieter cells, and read as 1e-5 it puts a noise floor under the silences (docs/RESULTS.md)
     adapter_floor: float = -14.5
+    # the magnitude's scale before the log; 0: the adapter's own (sqrt(22050 / 16000) for resample, 1 for stretch)
+    adapter_gain: float = 0.0
 
     def __post_init__(self):
         if self.adapter and (self.adapter not in ("resample", "stretch") or self.n_mels != 80):

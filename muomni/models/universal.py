@@ -125,7 +125,7 @@ class MelAdapter(nn.Module):
     pseudo-inverse); ``floor``: the log power read for cells at muomni's floor (None: read them as they are).
     """
 
-    def __init__(self, kind: str = "resample", nnls_iter: int = 30, floor: float | None = -14.5):
+    def __init__(self, kind: str = "resample", nnls_iter: int = 30, floor: float | None = -14.5, gain: float = 0.0):
         super().__init__()
         if kind not in ADAPTERS:
             raise ValueError(f"unknown mel adapter {kind!r}; choose one of {', '.join(ADAPTERS)}")
@@ -133,11 +133,13 @@ class MelAdapter(nn.Module):
         basis = librosa.filters.mel(sr=UNIVERSAL_RATE, n_fft=N_FFT, n_mels=UNIVERSAL_N_MELS, fmin=0.0,
                                     fmax=UNIVERSAL_FMAX).astype(np.float64)  # (80, F) on the 22.05 kHz bins
         if kind == "resample":
-            # (80, F) on the 16 kHz bins; x sqrt(22050 / 16000): interpolated onto the sparser 22.05 kHz grid, a
-            # noise band's magnitude sums to sqrt(16000 / 22050) of what the 22.05 kHz STFT gives (a harmonic's to
-            # 16000 / 22050); the noise level is the one the measured round trip prefers (docs/RESULTS.md)
-            basis = basis @ _bin_interpolation(SAMPLE_RATE, UNIVERSAL_RATE) * math.sqrt(UNIVERSAL_RATE / SAMPLE_RATE)
-        self.register_buffer("pool", torch.from_numpy(basis.T).float(), persistent=False)  # (F, 80)
+            # (80, F) on the 16 kHz bins. Gain sqrt(22050 / 16000) by default: interpolated onto the sparser
+            # 22.05 kHz grid, a noise band's magnitude sums to sqrt(16000 / 22050) of what the 22.05 kHz STFT gives
+            # (a harmonic's to 16000 / 22050); the noise level is the one the measured round trip prefers
+            # (docs/RESULTS.md). The stretch adapter pools the very STFT the generator's world would take: gain 1.
+            basis = basis @ _bin_interpolation(SAMPLE_RATE, UNIVERSAL_RATE)
+            gain = gain or math.sqrt(UNIVERSAL_RATE / SAMPLE_RATE)
+        self.register_buffer("pool", torch.from_numpy(basis.T * (gain or 1.0)).float(), persistent=False)  # (F, 80)
 
     def frames(self, n_frames: int) -> int:
         """G: how many generator frames T muomni frames become."""
@@ -175,7 +177,7 @@ class AdaptedGenerator(nn.Module):
     def __init__(self, cfg: HiFiGANConfig):
         super().__init__()
         self.cfg = cfg
-        self.adapter = MelAdapter(cfg.adapter, cfg.adapter_nnls_iter, cfg.adapter_floor)
+        self.adapter = MelAdapter(cfg.adapter, cfg.adapter_nnls_iter, cfg.adapter_floor, cfg.adapter_gain)
         self.generator = Generator(cfg)
         self.resample = Resample(UNIVERSAL_RATE, SAMPLE_RATE) if cfg.adapter == "resample" else None
 
