@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # A torch already installed in the environment satisfies the package's torch>=2.10 range;
 # set TORCH_SPEC (e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu") to choose the build.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,eval,export
+EXTRAS ?= dev,eval,export,universal
 STAMP := $(VENV)/.installed-$(EXTRAS)
 SYSTEM_PACKAGES := flite espeak-ng chromium
 RUFF_PATHS := muomni tests bench *.py

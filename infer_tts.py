@@ -8,7 +8,8 @@ A text file holds one sentence or paragraph per line, optionally ``speaker|text`
 clauses) joined with short pauses, so a paragraph sounds as its sentences do one by one. Each line
 becomes one wav with a mel picture beside it, and ``manifest.json`` records text, speaker, duration,
 real-time factor and the vocoder used. ``--talker`` and
-``--vocoder`` take a checkpoint file or a folder written by ``python -m muomni export``.
+``--vocoder`` take a checkpoint file or a folder written by ``python -m muomni export``; ``--vocoder universal``
+names the pretrained universal HiFi-GAN (the 'universal' extra; muomni/pretrained.py).
 Without ``--vocoder`` the mels are inverted with Griffin-Lim (said once).
 
 ``--stream`` plays while it synthesizes: raw 16 kHz float32 little-endian samples go to stdout chunk by
@@ -82,7 +83,9 @@ def slug(text: str, limit: int = 40) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--talker", required=True, help="Talker checkpoint or exported folder")
-    parser.add_argument("--vocoder", help="HiFi-GAN checkpoint or exported folder (default: Griffin-Lim)")
+    parser.add_argument("--vocoder", help="HiFi-GAN checkpoint or exported folder, or 'universal' (HiFi-GAN V1's "
+                                          "pretrained universal generator through a mel adapter; 'universal:stretch' "
+                                          "for the faster adapter) (default: Griffin-Lim)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="a sentence or a paragraph")
     source.add_argument("--text-file", type=Path, help="one sentence or paragraph per line, optionally speaker|text")

@@ -3,13 +3,23 @@
     python train_vocoder.py --config configs/vocoder_tiny.json [--resume] [--set train.steps=2000]
     python train_vocoder.py --config configs/vocoder_tiny.json --finetune-codec checkpoints/codec_tiny/best.pt \
         --init-from checkpoints/vocoder_tiny/best.pt --set train.run_name=vocoder_ft
+    python train_vocoder.py --config configs/vocoder_tiny.json --finetune-talker checkpoints/talker_tiny \
+        --init-from checkpoints/vocoder_tiny/best.pt --set train.run_name=vocoder_tts
+    python train_vocoder.py --config configs/vocoder_universal.json --init-from universal   # CPU, 15 min
 
 Random frame-aligned segments of ``segment_size`` samples (shorter files zero-padded), generator
 and discriminators with their own AdamW, exponential decay and grad scaler (Kong et al. 2020).
 The first ``gan_start_step`` steps train the generator on the mel L1 alone, which converges far
 faster on a CPU; then the adversarial and feature-matching losses join, weighted from
 ``train.loss_weights``. With --finetune-codec the generator hears codec-reconstructed mels
-and is scored against the real audio, so it learns the codec's artefacts.
+and is scored against the real audio, so it learns the codec's artefacts; with --finetune-talker it
+hears the mels synthesis would make from that Talker (teacher-forced on each utterance's codes and decoded
+as ``train.mel_from`` says, synthesis's ``mel_from``), so it learns the artefacts it will be fed.
+
+``--init-from universal`` starts the generator from HiFi-GAN V1's pretrained universal weights (the
+'universal' extra; the model section must be that architecture behind a mel adapter, as
+configs/vocoder_universal.json, a CPU fine-tune within ``train.max_minutes``) and the discriminators fresh:
+the package ships none. The from-scratch presets (vocoder_tiny, vocoder_v1) remain the GPU recipes.
 
 Under ``torchrun --nproc_per_node N`` the generator and the discriminators are each wrapped in
 DistributedDataParallel (one per optimizer); ``train.batch_size`` is the global batch, and rank 0
@@ -31,14 +41,17 @@ from torch import Tensor, nn
 from muomni.audio import HOP_LENGTH, MelSpectrogram
 from muomni.config import ConfigError, DataConfig, TrainConfig
 from muomni.data import corpus_fingerprint, load_corpus
-from muomni.data.vocoder import AudioCache, Prefetch, random_segments
+from muomni.data.vocoder import AudioCache, CodecMels, Prefetch, TalkerMels, random_segments
 from muomni.distributed import mean_over_ranks
 from muomni.gan import build_gan, micro_batch, optimizer_steps
 from muomni.metrics import heldout_mel_l1
 from muomni.models.codec import codec_hash, load_codec
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import HiFiGANConfig
+from muomni.models.universal import universal_mismatch
+from muomni.pretrained import is_pretrained_name, parse_name, universal_state_dict, weights_path
 from muomni.samples import vocoder_samples
+from muomni.synthesis import MEL_FROM, load_talker
 from muomni.training import BatchOrder, Run, add_run_args, load_run_config, make_grad_scaler
 
 
@@ -54,12 +67,18 @@ class VocoderTrainConfig(TrainConfig):
     lr_decay: float = 0.999  # both learning rates are multiplied by this every lr_decay_steps (smoothly)
     lr_decay_steps: int = 1000
     gan_start_step: int = 0  # steps of mel-L1-only warm-up before the discriminators join
+    # HiFi-GAN's weights (Kong et al. 2020); "mel" weighs the L1 of log-MAGNITUDE mels, the scale 45 was tuned
+    # on: the loss halves muomni's log-power mels before the L1 (models/hifigan.py mel_loss).
     loss_weights: dict[str, float] = field(
         default_factory=lambda: {"mel": 45.0, "adv": 1.0, "fm": 2.0, "d_real": 1.0, "d_fake": 1.0})
     eval_items: int = 16  # held-out utterances (whole) scored every eval_every steps
     sample_items: int = 2
     cache_items: int = 2048  # utterances kept decoded in memory (least recently used leave first)
     finetune_codec: str = ""  # codec checkpoint: train on its reconstructed mels (--finetune-codec)
+    # Talker checkpoint: train on the mels synthesis makes from it, teacher-forced (--finetune-talker; it
+    # carries its codec), decoded as mel_from says: keep it the mel_from synthesis will use ("expected")
+    finetune_talker: str = ""
+    mel_from: str = "expected"
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,6 +87,11 @@ class VocoderTrainConfig(TrainConfig):
         for key in ("mel", "adv", "fm", "d_real", "d_fake"):
             if key not in self.loss_weights:
                 raise ConfigError(f"train.loss_weights lacks '{key}' (needs mel, adv, fm, d_real, d_fake)")
+        if self.mel_from not in MEL_FROM:
+            raise ConfigError(f"train.mel_from = {self.mel_from!r}: expected one of {', '.join(MEL_FROM)}")
+        if self.finetune_codec and self.finetune_talker:
+            raise ConfigError("train.finetune_codec and train.finetune_talker are both set: a Talker carries its "
+                              "codec, so give one (the Talker for the mels synthesis will feed the vocoder)")
         if self.cpu_precision != "fp32":
             raise ConfigError(f"train.cpu_precision = {self.cpu_precision!r}: the vocoder trains in float32 on "
                               "CPU (its GAN was never measured in bf16); only the codec and the Talker take bf16")
@@ -94,27 +118,53 @@ def evaluate(run: Run, step: int, generator: nn.Module, held: AudioCache, tc: Vo
     return score
 
 
+def init_from_pretrained(run: Run, name: str, model: HiFiGANConfig, gan) -> None:
+    """--init-from universal[:adapter]: the generator from the shipped universal weights (strict: every key),
+    the discriminators left fresh; step 0."""
+    mismatch = universal_mismatch(model)
+    adapter = parse_name(name)
+    if ":" in name and adapter != model.adapter:
+        mismatch.append(f"adapter: {model.adapter!r} != {adapter!r} named by --init-from {name}")
+    if mismatch:
+        raise ConfigError(f"--init-from {name} needs the model section of HiFi-GAN V1's universal generator behind "
+                          "a mel adapter (configs/vocoder_universal.json): " + "; ".join(mismatch))
+    gan.generator.load_state_dict(universal_state_dict())
+    run.info(f"initialised the generator from the pretrained universal HiFi-GAN ({weights_path()}), adapter "
+             f"{model.adapter}; discriminators fresh (none ship with it); starting at step 0")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = add_run_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--finetune-codec", metavar="CODEC_CKPT",
                         help="train on this codec's reconstructed mels (sets train.finetune_codec)")
+    parser.add_argument("--finetune-talker", metavar="TALKER_CKPT",
+                        help="train on the mels synthesis makes from this Talker, teacher-forced and decoded as "
+                             "train.mel_from says (sets train.finetune_talker)")
     args = parser.parse_args(argv)
     if args.finetune_codec:
         args.set.append(f"train.finetune_codec={args.finetune_codec}")
+    if args.finetune_talker:
+        args.set.append(f"train.finetune_talker={args.finetune_talker}")
     cfg: VocoderRunConfig = load_run_config(args, VocoderRunConfig)
     run = Run(cfg, "vocoder", args)
     tc, device = cfg.train, run.device
 
     # ---- data: audio and its (codec-reconstructed) mel per item, the batch order
     corpus = load_corpus(cfg.data)
-    codec, fingerprints = None, {"corpus": corpus_fingerprint(cfg.data.path, cfg.data.format)}
+    source, fingerprints = None, {"corpus": corpus_fingerprint(cfg.data.path, cfg.data.format)}
     if tc.finetune_codec:
         codec = load_codec(tc.finetune_codec, device)
-        fingerprints["codec"] = codec_hash(codec)
+        source, fingerprints["codec"] = CodecMels(codec), codec_hash(codec)
         run.info(f"fine-tuning on mels reconstructed by {tc.finetune_codec}")
+    if tc.finetune_talker:
+        bundle = load_talker(tc.finetune_talker, device)
+        source = TalkerMels(bundle, tc.mel_from)
+        fingerprints.update(codec=codec_hash(bundle.codec), talker=f"{tc.finetune_talker}@{bundle.step}")
+        run.info(f"fine-tuning on the mels synthesis makes from {tc.finetune_talker} (teacher-forced, "
+                 f"mel_from {tc.mel_from})")
     run.record_data(**fingerprints)
-    train_data = AudioCache(corpus.train, tc.cache_items, codec)
-    held_data = AudioCache(corpus.heldout, tc.cache_items, codec)
+    train_data = AudioCache(corpus.train, tc.cache_items, source)
+    held_data = AudioCache(corpus.heldout, tc.cache_items, source)
     if not corpus.heldout:
         run.warn(f"{cfg.data.path} has no held-out split (data.heldout = {cfg.data.heldout:g}): held-out metrics "
                  "and samples are not computed and best.pt is not written")
@@ -124,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     scalers = make_grad_scaler(device, tc.amp), make_grad_scaler(device, tc.amp)  # generator's, discriminators'
     gan = build_gan(cfg.model, tc, tc.lr_decay, tc.lr_decay_steps, device, scalers)
     objects = gan.checkpoint_objects(order)
-    run.load_init({"generator": gan.generator, "discriminators": gan.discriminators})
+    if is_pretrained_name(args.init_from):
+        init_from_pretrained(run, args.init_from, cfg.model, gan)
+    else:
+        run.load_init({"generator": gan.generator, "discriminators": gan.discriminators})
     step = run.restore(run.resume_payload(), objects)
     gan.wrap(run.wrap, tc.compile)
     mel_fn = MelSpectrogram().to(device)

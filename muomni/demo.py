@@ -32,6 +32,7 @@ from .config import read_json_with_base
 from .data import corpus_fingerprint
 from .listening import write_listening_page
 from .models.codec import codec_hash, load_codec
+from .mos import FIELD_LABELS, FIELDS
 from .training import step_checkpoints, write_json
 
 PY = sys.executable
@@ -216,8 +217,8 @@ class Demo:
         return use
 
     def report(self) -> None:
-        """The word-error table (a column per recogniser, the headline one first), the stage times, and the
-        listening page beside the wavs."""
+        """The word-error table (a column per recogniser, the headline one first, then DNSMOS where the
+        evaluations rated it), the stage times, and the listening page beside the wavs."""
         reports = {name: json.loads((self.out / f"{name}.json").read_text()) for name in ("tts", "codec", "vocoder")
                    if (self.out / f"{name}.json").is_file()}
         tts, codec = reports.get("tts", {}), reports.get("codec", {})
@@ -232,10 +233,16 @@ class Demo:
 
         table = {name: {label: r.get("wer_by_asr", {}).get(label, {}).get(system) for label in labels}
                  for name, r, system in rows}  # None where a report or system is missing
+        # DNSMOS per system where the evaluations rated naturalness (--mos), beside the word error
+        mos = {name: r.get("mos", {}).get("by_system", {}).get(system, {}) for name, r, system in rows}
+        rated = any(mos.values())
+        columns = [*labels, *(FIELD_LABELS[k] for k in FIELDS if rated)]
         flagged = sum(len(r.get("hallucinations", [])) for r in reports.values())
-        lines = ["", f"=== muomni demo: held-out sentences, word error ({tts.get('utterances', '?')} sentences)",
-                 "| audio | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
-        lines += [f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in cells.values()) + " |"
+        what = "word error and naturalness (DNSMOS, 1-5)" if rated else "word error"
+        lines = ["", f"=== muomni demo: held-out sentences, {what} ({tts.get('utterances', '?')} sentences)",
+                 "| audio | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+        lines += [f"| {name} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in cells.values())
+                  + "".join(f" | {mos[name][k]:.2f}" if k in mos[name] else " | n/a" for k in FIELDS if rated) + " |"
                   for name, cells in table.items()]
         lines += ["", f"Suspected recogniser hallucinations (listed in the JSON reports): {flagged}",
                   f"TTS real-time factor: {tts.get('rtf', float('nan')):.3f}  "
@@ -245,7 +252,7 @@ class Demo:
         lines += [f"Listen: open {page} in a browser (every system side by side); loss curves in {self.out}/plots/"]
         text = "\n".join(lines)
         print(text)
-        write_json(self.out / "summary.json", {"asr": labels, "wer": table, "tts": tts, "codec": codec,
+        write_json(self.out / "summary.json", {"asr": labels, "wer": table, "mos": mos, "tts": tts, "codec": codec,
                                                "stage_seconds": self.times,
                                                "stage_budget_seconds": {k: 60 * v for k, v in
                                                                         STAGE_BUDGET_MINUTES.items()}})

@@ -5,8 +5,9 @@ figures that need no recogniser come from ``muomni.metrics``, Griffin-Lim from
 ``muomni.models.griffinlim``, synthesis from ``muomni.synthesis``. Word error comes from the
 recognisers of ``muomni.asr`` (``--asr whisper,pocketsphinx``: Whisper by default where installed; the
 first named headlines, the others are scored beside it on the same audio), normalised and counted by
-``muomni.wer``. Every subcommand prints a table naming its recogniser(s) and writes a JSON report with a
-per-utterance section (``muomni.scoring``); with ``--out-dir`` it also writes every system's wavs, a mel
+``muomni.wer``. Naturalness is rated beside it by DNSMOS (``--mos dnsmos``, the default where the 'eval' extra
+is installed; ``muomni.mos``). Every subcommand prints a table naming its recogniser(s) and writes a JSON report
+with a per-utterance section (``muomni.scoring``); with ``--out-dir`` it also writes every system's wavs, a mel
 picture of each, and a listening page ``index.html`` beside them.
 """
 
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from muomni.asr import add_asr_arguments, parse_asr
 from muomni.audio import SAMPLE_RATE, load_audio, log_mel
@@ -29,8 +31,13 @@ from muomni.listening import write_listening_page
 from muomni.metrics import codec_round_trip, mean_scores, vocoder_scores
 from muomni.models.codec import load_codec
 from muomni.models.griffinlim import mel_to_wav
+from muomni.mos import FIELDS, add_mos_arguments, resolve_mos
+from muomni.pretrained import is_pretrained_name
 from muomni.scoring import print_word_errors, score_systems
 from muomni.synthesis import MEL_FROM, load_talker, load_vocoder, synthesize_with_mels, vocode
+
+VOCODER_HELP = ("a train_vocoder.py checkpoint (file, run folder or exported folder), or 'universal' (HiFi-GAN V1's "
+                "pretrained universal generator behind the default mel adapter; 'universal:stretch' for the other)")
 
 
 def beside(model: str | Path, name: str) -> Path:
@@ -38,6 +45,30 @@ def beside(model: str | Path, name: str) -> Path:
     next to the checkpoint file."""
     model = Path(model)
     return model / name if model.is_dir() else model.parent / name
+
+
+def vocoder_system(spec: str | Path, several: bool = False) -> str:
+    """A vocoder argument's system name in reports: 'universal' / 'universal_stretch' for a pretrained name,
+    'hifigan' for a checkpoint (with its run's name, 'hifigan_<run>', beside other vocoders)."""
+    if is_pretrained_name(spec):
+        return str(spec).replace(":", "_")
+    if not several:
+        return "hifigan"
+    path = Path(spec)
+    return f"hifigan_{path.name if path.is_dir() else path.parent.name}"
+
+
+def report_path(vocoder: str | Path, kind: str) -> Path:
+    """Where a report about a vocoder goes: beside it, or under outputs/ for a pretrained name."""
+    if is_pretrained_name(vocoder):
+        return Path("outputs") / f"{kind}_{vocoder_system(vocoder)}.json"
+    return beside(vocoder, f"{kind}.json")
+
+
+def mos_fields(scores: dict, system: str) -> dict[str, float]:
+    """``{"dnsmos_ovrl": ..., ...}`` of a system in a scored report (empty without --mos)."""
+    by_system = scores.get("mos", {}).get("by_system", {})
+    return {f"dnsmos_{k}": by_system[system][k] for k in FIELDS} if system in by_system else {}
 
 
 def print_table(rows: list[tuple[str, object]], title: str) -> None:
@@ -63,7 +94,7 @@ def evaluate_codec(args: argparse.Namespace) -> dict:
     items = [item for item, _, _ in kept]  # word error on the first --limit (slow), both through Griffin-Lim
     systems = {"original": [mel_to_wav(mel) for _, mel, _ in kept], "codec": [mel_to_wav(rec) for _, _, rec in kept]}
     usage, perplexity = figures["usage"], figures["perplexity"]
-    scores = score_systems(items, systems, args.asrs, args.out_dir or None)
+    scores = score_systems(items, systems, args.asrs, args.out_dir or None, args.mos)
     wer = scores["wer_by_asr"][scores["asr"]["headline"]]
     report = {
         "codec": str(args.codec), "data": str(args.data), "utterances": figures["utterances"],
@@ -71,6 +102,8 @@ def evaluate_codec(args: argparse.Namespace) -> dict:
         "bitrate": codec.cfg.bitrate, "mse_std": figures["mse_std"], "mse_raw": figures["mse_raw"],
         "usage": usage, "perplexity": perplexity, "asr_headline": scores["asr"]["headline"],
         "wer_original": wer["original"], "wer_codec": wer["codec"], "wer_delta": wer["codec"] - wer["original"],
+        **{f"{k}_original": v for k, v in mos_fields(scores, "original").items()},
+        **{f"{k}_codec": v for k, v in mos_fields(scores, "codec").items()},
     }
     rows = [(k, v) for k, v in report.items() if k not in ("usage", "perplexity")]
     rows += [(f"usage[{q}]", u) for q, u in enumerate(usage)]
@@ -89,6 +122,7 @@ def add_codec_parser(sub: argparse._SubParsersAction) -> None:
                    help="word error on the first N held-out utterances only (MSE and usage use all)")
     p.add_argument("--out-dir", default="", help="folder for every system's wavs, mel pictures and index.html")
     add_asr_arguments(p)
+    add_mos_arguments(p)
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <codec dir>/eval_codec.json)")
     p.set_defaults(func=evaluate_codec, default_out=lambda a: beside(a.codec, "eval_codec.json"))
@@ -98,10 +132,17 @@ def add_codec_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def evaluate_vocoder(args: argparse.Namespace) -> dict:
-    """HiFi-GAN and Griffin-Lim side by side on held-out utterances' original mels: mel L1, PESQ,
-    STOI, word error and real-time factor (compute seconds per second of audio; lower is faster)."""
-    generator = load_vocoder(args.vocoder)
-    vocoders = {"hifigan": lambda mel: vocode(mel, generator), "griffinlim": lambda mel: mel_to_wav(mel, args.n_iter)}
+    """Each vocoder and Griffin-Lim side by side on held-out utterances' original mels: mel L1, PESQ, STOI,
+    word error, DNSMOS and real-time factor (compute seconds per second of audio; lower is faster)."""
+    several = len(args.vocoder) > 1
+    names = [vocoder_system(v, several) for v in args.vocoder]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--vocoder: two of {args.vocoder} would be reported as the same system ({names})")
+    vocoders = {}
+    for name, spec in zip(names, args.vocoder):
+        generator = load_vocoder(spec)
+        vocoders[name] = lambda mel, g=generator: vocode(mel, g)
+    vocoders["griffinlim"] = lambda mel: mel_to_wav(mel, args.n_iter)
     corpus = load_corpus(DataConfig(path=args.data))
     items = corpus.heldout[: args.limit] if args.limit else corpus.heldout
     reals, seconds = [], 0.0
@@ -121,36 +162,45 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
             scores[name].append(vocoder_scores(wav, out))
     if not items:
         raise ValueError(f"{args.data}: no held-out utterance to evaluate")
-    asr = score_systems(items, {"ground_truth": reals, **outs}, args.asrs, args.out_dir or None)
+    asr = score_systems(items, {"ground_truth": reals, **outs}, args.asrs, args.out_dir or None, args.mos)
     wer = asr["wer_by_asr"][asr["asr"]["headline"]]
-    report = {"vocoder": str(args.vocoder), "data": str(args.data), "utterances": len(items),
-              "audio_seconds": seconds, "griffinlim_iterations": args.n_iter, "asr_headline": asr["asr"]["headline"],
-              "wer_ground_truth": wer["ground_truth"]}
+    report = {"vocoder": args.vocoder[0] if not several else args.vocoder, "vocoders": dict(zip(names, args.vocoder)),
+              "data": str(args.data), "utterances": len(items), "audio_seconds": seconds,
+              "griffinlim_iterations": args.n_iter, "threads": torch.get_num_threads(),
+              "asr_headline": asr["asr"]["headline"], "wer_ground_truth": wer["ground_truth"],
+              **{f"{k}_ground_truth": v for k, v in mos_fields(asr, "ground_truth").items()}}
     for name in vocoders:
         report[name] = mean_scores(scores[name])
         report[name]["wer"] = wer[name]
+        report[name].update(mos_fields(asr, name))
         report[name]["rtf"] = compute[name] / seconds
-    metrics = [k for k in report["hifigan"] if k in report["griffinlim"]]
+    metrics = [k for k in report[names[0]] if all(k in report[n] for n in vocoders)]
     print(f"vocoder evaluation: {len(items)} held-out utterances ({seconds:.1f} s) of {args.data}, "
-          f"original mels; ground-truth word error {report['wer_ground_truth']:.4f} ({asr['asr']['headline']})")
-    print(f"  {'metric':<8}  {'HiFi-GAN':>10}  {'Griffin-Lim':>11}")
+          f"original mels; ground-truth word error {report['wer_ground_truth']:.4f} ({asr['asr']['headline']}); "
+          f"real-time factor on {torch.get_num_threads()} threads")
+    width = max(12, *(len(n) for n in vocoders))
+    print(f"  {'metric':<12}  " + "  ".join(f"{n:>{width}}" for n in vocoders))
     for k in metrics:
-        print(f"  {k:<8}  {report['hifigan'][k]:>10.4f}  {report['griffinlim'][k]:>11.4f}")
+        print(f"  {k:<12}  " + "  ".join(f"{report[n][k]:>{width}.4f}" for n in vocoders))
     print_word_errors(asr, "vocoder")
     return {**report, **asr}
 
 
 def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("vocoder", help="HiFi-GAN vs Griffin-Lim: mel L1, PESQ, STOI, word error, real-time factor")
-    p.add_argument("--vocoder", required=True, help="vocoder checkpoint (train_vocoder.py)")
+    p = sub.add_parser("vocoder", help="HiFi-GAN(s) vs Griffin-Lim: mel L1, PESQ, STOI, word error, DNSMOS, "
+                                       "real-time factor")
+    p.add_argument("--vocoder", required=True, nargs="+",
+                   help=f"one or more vocoders, each {VOCODER_HELP}; all are scored on the same utterances")
     p.add_argument("--data", required=True, help="corpus folder; its held-out split is evaluated")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out utterances")
     p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
     p.add_argument("--out-dir", default="", help="folder for every system's wavs, mel pictures and index.html")
     add_asr_arguments(p)
+    add_mos_arguments(p)
     p.add_argument("--out", "--json", dest="out", default="",
-                   help="JSON report path (default: <vocoder dir>/eval_vocoder.json)")
-    p.set_defaults(func=evaluate_vocoder, default_out=lambda a: beside(a.vocoder, "eval_vocoder.json"))
+                   help="JSON report path (default: <first vocoder's dir>/eval_vocoder.json, or "
+                        "outputs/eval_vocoder_universal.json for a pretrained name)")
+    p.set_defaults(func=evaluate_vocoder, default_out=lambda a: report_path(a.vocoder[0], "eval_vocoder"))
 
 
 # ----------------------------------------------------------------------------- tts (Talker)
@@ -162,7 +212,7 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
     vocoder, Griffin-Lim on the same mels is scored beside it. Wavs, mel pictures and index.html go to --out-dir."""
     bundle = load_talker(args.talker)
     vocoder = load_vocoder(args.vocoder) if args.vocoder else None
-    name = "tts_hifigan" if vocoder is not None else "tts_griffinlim"
+    name = f"tts_{vocoder_system(args.vocoder)}" if vocoder is not None else "tts_griffinlim"
     corpus = load_corpus(DataConfig(path=args.data))
     items = corpus.heldout[: args.limit] if args.limit else corpus.heldout
     if not items:
@@ -185,15 +235,17 @@ def evaluate_tts(args: argparse.Namespace) -> dict:
         if vocoder is not None:
             systems["tts_griffinlim"] += [mel_to_wav(m, args.n_iter).reshape(-1).cpu().numpy() for m in mels]
         systems["ground_truth"] += [load_audio(it.path) for it in chunk]
-    scores = score_systems(items, systems, args.asrs, out_dir)
+    scores = score_systems(items, systems, args.asrs, out_dir, args.mos)
     wer = scores["wer_by_asr"][scores["asr"]["headline"]]
     report = {
-        "talker": str(args.talker), "step": bundle.step, "vocoder": "hifigan" if vocoder is not None else "griffinlim",
+        "talker": str(args.talker), "step": bundle.step,
+        "vocoder": vocoder_system(args.vocoder) if vocoder is not None else "griffinlim",
         "data": str(args.data), "utterances": len(items), "temperature": args.temperature, "mel_from": args.mel_from,
         "asr_headline": scores["asr"]["headline"], "wer": wer[name], "wer_ground_truth": wer["ground_truth"],
         **({"wer_griffinlim": wer["tts_griffinlim"]} if vocoder is not None else {}),
         "duration_ratio": sum(len(w) for w in systems[name]) / max(sum(len(r) for r in systems["ground_truth"]), 1),
         "rtf": compute / max(seconds, 1e-9), "audio_seconds": seconds, "out_dir": str(out_dir),
+        **mos_fields(scores, name), **{f"{k}_ground_truth": v for k, v in mos_fields(scores, "ground_truth").items()},
     }
     print_table(list(report.items()), f"tts evaluation (held-out texts; word error by {scores['asr']['headline']})")
     print_word_errors(scores, "tts")
@@ -204,10 +256,11 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tts", help="Talker text-to-speech on held-out texts: word error, duration ratio, RTF")
     p.add_argument("--talker", required=True, help="Talker checkpoint (train_talker.py); carries its codec")
     p.add_argument("--data", required=True, help="corpus folder; its held-out texts are synthesized")
-    p.add_argument("--vocoder", default="", help="vocoder checkpoint (default: Griffin-Lim)")
+    p.add_argument("--vocoder", default="", help=f"{VOCODER_HELP} (default: Griffin-Lim)")
     p.add_argument("--out-dir", default="",
                    help="folder for the wavs, mel pictures and index.html (default: <talker dir>/eval_tts)")
     add_asr_arguments(p)
+    add_mos_arguments(p)
     p.add_argument("--limit", type=int, default=0, help="synthesize only the first N held-out texts")
     p.add_argument("--batch", type=int, default=8, help="texts generated together")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -234,7 +287,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     try:
         args.asrs = parse_asr(args.asr, args.asr_model)
-    except ValueError as err:
+        args.mos = resolve_mos(args.mos)
+    except (ValueError, ImportError) as err:
         parser.error(str(err))
     report = {"kind": args.command, **args.func(args)}
     out = Path(args.out) if args.out else Path(args.default_out(args))

@@ -16,14 +16,14 @@ from torch import Tensor, nn
 from muomni.config import TrainConfig
 from muomni.models.discriminators import Discriminators, set_requires_grad
 from muomni.models.hifigan import (
-    Generator,
     HiFiGANConfig,
     discriminator_losses,
     feature_matching_loss,
     generator_adversarial_loss,
-    mel_l1,
+    mel_loss,
     weighted_total,
 )
+from muomni.models.universal import build_generator
 from muomni.training import BatchOrder, Run, autocast, maybe_compile
 
 
@@ -35,7 +35,7 @@ class GAN:
     evaluation, samples and checkpoints use the plain modules.
     """
 
-    generator: Generator
+    generator: nn.Module  # a Generator, or an AdaptedGenerator (models/universal.py) for model.adapter
     discriminators: Discriminators
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
@@ -74,7 +74,7 @@ def build_gan(model: HiFiGANConfig, train: TrainConfig, lr_decay: float, lr_deca
               scalers: tuple[torch.amp.GradScaler, torch.amp.GradScaler]) -> GAN:
     """The generator and the discriminators on ``device`` with their optimizers and schedules; ``scalers``
     are the generator's and the discriminators' grad scalers (the stage script makes them, AMP being its choice)."""
-    generator = Generator(model).to(device)
+    generator = build_generator(model).to(device)
     discriminators = Discriminators(model).to(device)
     opt_g, sched_g = build_optimizers(generator, train, lr_decay, lr_decay_steps)
     opt_d, sched_d = build_optimizers(discriminators, train, lr_decay, lr_decay_steps)
@@ -89,7 +89,7 @@ def micro_batch(gan: GAN, wav: Tensor, mel: Tensor, mel_fn: nn.Module, train: Tr
     generator's and the discriminators' named losses and the generator's weighted total."""
     with autocast(device, train.amp):
         fake = gan.generator_ddp(mel)  # (B, S)
-    losses_g = {"mel": mel_l1(mel_fn(wav), mel_fn(fake.float()))}
+    losses_g = {"mel": mel_loss(mel_fn(wav), mel_fn(fake.float()))}  # log-magnitude scale (hifigan.mel_loss)
     losses_d: dict[str, Tensor] = {}
     if adversarial:
         with autocast(device, train.amp):

@@ -1,8 +1,9 @@
 """A static listening page from evaluation reports: ``index.html`` beside the wavs, opened from disk.
 
 Per held-out sentence: its text, then for each system side by side an audio player, a small mel
-picture, and each recogniser's transcript and word error (a suspected hallucination in red). The
-summary tables of the reports come first. Links are relative to the page, so the folder can be
+picture, each recogniser's transcript and word error (a suspected hallucination in red) and, where the
+report rated it, its DNSMOS ratings (``muomni.mos``). The summary tables of the reports come first: word
+error per recogniser and mean DNSMOS per system. Links are relative to the page, so the folder can be
 moved or zipped; no script, no server.
 """
 
@@ -12,13 +13,19 @@ import html
 import os
 from pathlib import Path
 
+from muomni.mos import FIELD_LABELS, FIELDS
+
 LABELS = {
     "ground_truth": "ground truth",
     "original": "Griffin-Lim, original mels",
     "griffinlim": "Griffin-Lim, original mels (vocoder eval)",
     "hifigan": "HiFi-GAN, original mels",
+    "universal": "universal HiFi-GAN (resample adapter), original mels",
+    "universal_stretch": "universal HiFi-GAN (stretch adapter), original mels",
     "codec": "codec round trip (Griffin-Lim)",
     "tts_hifigan": "TTS + HiFi-GAN",
+    "tts_universal": "TTS + universal HiFi-GAN",
+    "tts_universal_stretch": "TTS + universal HiFi-GAN (stretch)",
     "tts_griffinlim": "TTS + Griffin-Lim",
 }
 ORDER = list(LABELS)
@@ -35,6 +42,7 @@ table.summary td:first-child, table.summary th:first-child { text-align: left; }
 .system audio { width: 256px; }
 .bad { color: #b00; font-weight: bold; }
 .hyp { color: #555; }
+.mos { color: #246; }
 """
 
 
@@ -48,13 +56,17 @@ def _link(path: str, page_dir: Path) -> str:
 
 def _summary(report: dict) -> str:
     labels = report["asr"]["recognisers"]
+    mos = report.get("mos", {}).get("by_system", {})
     head = "".join(f"<th>{html.escape(label)}</th>" for label in labels)
+    head += "".join(f"<th>{FIELD_LABELS[k]}</th>" for k in FIELDS if mos)
     rows = "".join(
         f"<tr><td>{html.escape(_label(system))}</td>"
-        + "".join(f"<td>{report['wer_by_asr'][label][system]:.3f}</td>" for label in labels) + "</tr>"
+        + "".join(f"<td>{report['wer_by_asr'][label][system]:.3f}</td>" for label in labels)
+        + "".join(f"<td>{mos[system][k]:.2f}</td>" for k in FIELDS if system in mos) + "</tr>"
         for system in report["wer_by_asr"][labels[0]])
     title = html.escape(report.get("kind", "evaluation"))
-    return (f"<h3>{title}: word error ({len(report['per_utterance'])} utterances)</h3>"
+    what = "word error and DNSMOS (1-5; a second opinion, trained on noise suppression)" if mos else "word error"
+    return (f"<h3>{title}: {what} ({len(report['per_utterance'])} utterances)</h3>"
             f"<table class='summary'><tr><th>system</th>{head}</tr>{rows}</table>")
 
 
@@ -89,6 +101,9 @@ def write_listening_page(page: str | Path, reports: list[dict], title: str = "mu
                 note = f" [{html.escape(t['hallucination'])}]" if t["hallucination"] else ""
                 parts.append(f"<div class='{cls}'>{html.escape(asr)} {t['word_error']:.2f}: "
                              f"{html.escape(t['hypothesis'])}{note}</div>")
+            if system.get("mos"):
+                parts.append("<div class='mos'>" + ", ".join(f"{FIELD_LABELS[k]} {system['mos'][k]:.2f}"
+                                                             for k in FIELDS) + "</div>")
             parts.append("</div>")
         parts.append("</div></div>")
     parts.append("</body></html>")

@@ -8,8 +8,10 @@ system's wavs and mel pictures (when given a folder), transcribes every wav with
 - ``wer_by_asr``: ``{asr: {system: corpus word error}}``;
 - ``wer_by_speaker``: ``{asr: {speaker: {...}}}`` (``muomni.wer.word_error_by_speaker``);
 - ``hallucinations``: the utterances whose transcript looks like a recogniser loop, per system and ASR;
-- ``per_utterance``: per utterance its id, speaker, reference and, per system, duration, wav, mel picture and
-  each recogniser's hypothesis and word error, so a reader can find the worst sentences.
+- ``mos`` (with a naturalness model, ``muomni.mos``): its label, its cost and ``by_system``: per system the
+  mean DNSMOS OVRL, SIG, BAK and P.808 (and how many utterances had a score);
+- ``per_utterance``: per utterance its id, speaker, reference and, per system, duration, wav, mel picture,
+  each recogniser's hypothesis and word error, and its ``mos`` ratings, so a reader can find the worst sentences.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from muomni.asr import load_asr
 from muomni.audio import SAMPLE_RATE, log_mel, save_wav
 from muomni.data.corpus import Item
+from muomni.mos import FIELD_LABELS, FIELDS, load_mos, mean_ratings
 from muomni.wer import hallucination, utterance_word_error, word_error_by_speaker, word_error_rate
 
 
@@ -45,10 +48,11 @@ def _numpy(wav: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 def score_systems(items: list[Item], systems: dict[str, list[np.ndarray]], asrs: list[tuple[str, str]],
-                  out_dir: str | Path | None = None) -> dict:
+                  out_dir: str | Path | None = None, mos: str = "none") -> dict:
     """Transcribe every system's audio (16 kHz mono, aligned with ``items``, whose texts are the
-    references) with every ``(back-end, model)`` in ``asrs`` and report word error; with ``out_dir``,
-    wavs and mel PNGs go to ``out_dir/<system>/<id>.{wav,png}`` and the report links them."""
+    references) with every ``(back-end, model)`` in ``asrs`` and report word error; rate its naturalness
+    with ``mos`` ("dnsmos", or "none"); with ``out_dir``, wavs and mel PNGs go to
+    ``out_dir/<system>/<id>.{wav,png}`` and the report links them."""
     for name, wavs in systems.items():
         if len(wavs) != len(items):
             raise ValueError(f"score_systems: system '{name}' has {len(wavs)} wavs for {len(items)} utterances")
@@ -83,9 +87,20 @@ def score_systems(items: list[Item], systems: dict[str, list[np.ndarray]], asrs:
                     flagged.append({"id": row["id"], "system": name, "asr": asr.label, "reason": reason,
                                     "word_error": round(wer, 4), "hypothesis": hyp})
     labels = [asr.label for asr in recognisers]
-    return {"asr": {"headline": labels[0], "recognisers": labels, "seconds_per_audio_second": cost,
-                    "audio_seconds": round(audio_seconds, 2)},
-            "wer_by_asr": wer_by_asr, "wer_by_speaker": by_speaker, "hallucinations": flagged, "per_utterance": rows}
+    report = {"asr": {"headline": labels[0], "recognisers": labels, "seconds_per_audio_second": cost,
+                      "audio_seconds": round(audio_seconds, 2)},
+              "wer_by_asr": wer_by_asr, "wer_by_speaker": by_speaker, "hallucinations": flagged, "per_utterance": rows}
+    scorer = load_mos(mos)
+    if scorer is not None:
+        start, by_system = time.perf_counter(), {}
+        for name, wavs in systems.items():
+            ratings = scorer.score(wavs)
+            for row, rating in zip(rows, ratings):
+                row["systems"][name]["mos"] = rating
+            by_system[name] = mean_ratings(ratings)
+        report["mos"] = {"model": scorer.label, "by_system": by_system,
+                         "seconds_per_audio_second": round((time.perf_counter() - start) / max(audio_seconds, 1e-9), 4)}
+    return report
 
 
 def print_word_errors(scores: dict, title: str) -> None:
@@ -94,10 +109,14 @@ def print_word_errors(scores: dict, title: str) -> None:
     labels = scores["asr"]["recognisers"]
     systems = list(scores["wer_by_asr"][labels[0]])
     width = max(len(s) for s in systems + ["system"])
-    print(f"{title}: word error by recogniser ({len(scores['per_utterance'])} utterances)")
-    print(f"  {'system':<{width}}  " + "  ".join(f"{label:>18}" for label in labels))
+    mos = scores.get("mos", {}).get("by_system", {})
+    print(f"{title}: word error by recogniser ({len(scores['per_utterance'])} utterances)"
+          + (", naturalness by DNSMOS (1-5, a second opinion: trained on noise suppression)" if mos else ""))
+    print(f"  {'system':<{width}}  " + "  ".join(f"{label:>18}" for label in labels)
+          + "".join(f"  {FIELD_LABELS[k]:>11}" for k in FIELDS if mos))
     for name in systems:
-        print(f"  {name:<{width}}  " + "  ".join(f"{scores['wer_by_asr'][label][name]:>18.4f}" for label in labels))
+        print(f"  {name:<{width}}  " + "  ".join(f"{scores['wer_by_asr'][label][name]:>18.4f}" for label in labels)
+              + "".join(f"  {mos[name][k]:>11.3f}" for k in FIELDS if mos))
     speakers = scores["wer_by_speaker"][labels[0]]
     if len(speakers) > 1:
         for speaker, d in speakers.items():
@@ -106,5 +125,7 @@ def print_word_errors(scores: dict, title: str) -> None:
     for f in scores["hallucinations"]:
         print(f"  hallucination? {f['id']} {f['system']} ({f['asr']}): {f['reason']}; word error "
               f"{f['word_error']:.2f}: {f['hypothesis'][:80]!r}")
-    print("  ASR cost (s per audio s): " + ", ".join(f"{k} {v:.3f}" for k, v in
-                                                      scores["asr"]["seconds_per_audio_second"].items()))
+    cost = dict(scores["asr"]["seconds_per_audio_second"])
+    if mos:
+        cost[scores["mos"]["model"]] = scores["mos"]["seconds_per_audio_second"]
+    print("  ASR and MOS cost (s per audio s): " + ", ".join(f"{k} {v:.3f}" for k, v in cost.items()))

@@ -19,8 +19,10 @@ from muomni.checkpoint import load_checkpoint
 from muomni.config import ConfigError, config_from_dict
 from muomni.models.codec import codec_from_dict
 from muomni.models.griffinlim import mel_to_wav
-from muomni.models.hifigan import Generator, HiFiGANConfig
+from muomni.models.hifigan import HiFiGANConfig
 from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker
+from muomni.models.universal import build_generator
+from muomni.pretrained import is_pretrained_name, load_universal, parse_name
 from muomni.text import TextProcessor, split_text
 
 _WARNED_GRIFFIN_LIM = False
@@ -31,16 +33,23 @@ class _VocoderModel:
     model: HiFiGANConfig = field(default_factory=HiFiGANConfig)
 
 
-def load_vocoder(path: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """The HiFi-GAN generator of a train_vocoder.py checkpoint, in eval mode with weight norm folded in.
+def load_vocoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The HiFi-GAN generator of a train_vocoder.py checkpoint (file, run folder or exported folder), or the
+    pretrained one a name gives: ``universal`` (HiFi-GAN V1's universal generator behind the default mel
+    adapter) or ``universal:<adapter>`` (``muomni.pretrained``); in eval mode with weight norm folded in.
+    Either maps muomni's log-mel (B, T, 128) to 16 kHz audio (B, T * 256).
 
-    Raises CheckpointError for a damaged file or a checkpoint of another stage.
+    Raises CheckpointError for a damaged file or a checkpoint of another stage, and PretrainedMissing (a
+    ConfigError naming the install command) when a pretrained name's package is not installed.
     """
+    if is_pretrained_name(path):
+        generator = load_universal(parse_name(str(path)))
+        return generator.remove_weight_norm().eval().to(device)
     payload = load_checkpoint(path, stage="vocoder")
     if "generator" not in payload:
         raise ConfigError(f"{path}: vocoder checkpoint has no 'generator' weights")
     cfg = config_from_dict({"model": payload["config"]["model"]}, _VocoderModel, source=str(path)).model
-    generator = Generator(cfg)
+    generator = build_generator(cfg)
     generator.load_state_dict(payload["generator"])
     return generator.remove_weight_norm().eval().to(device)
 
@@ -48,7 +57,7 @@ def load_vocoder(path: str | Path, device: str | torch.device = "cpu") -> Genera
 def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = 32) -> Tensor:
     """log-mel (B, T, 128) or (T, 128) -> wav (B, T * 256) or (T * 256,).
 
-    vocoder: a HiFi-GAN generator (load_vocoder) or None for Griffin-Lim with n_iter iterations,
+    vocoder: a HiFi-GAN generator (load_vocoder: trained or pretrained) or None for Griffin-Lim with n_iter iterations,
     run on mel's device (``muomni.models.griffinlim.mel_to_wav``, after one warning per process).
     """
     if vocoder is not None:

@@ -76,6 +76,9 @@ def test_evaluate_tts_writes_the_wavs_and_word_error_per_speaker(talker_ckpt, ti
     assert (tmp_path / "wavs" / "index.html").is_file()
     assert json.loads((tmp_path / "tts.json").read_text())["wer"] == pytest.approx(report["wer"])
     assert report["asr"]["headline"] == "pocketsphinx" and report["kind"] == "tts"
+    # DNSMOS beside word error (--mos defaults to dnsmos where the 'eval' extra is installed)
+    assert set(report["mos"]["by_system"]) == {"tts_griffinlim", "ground_truth"}
+    assert report["dnsmos_ovrl"] == report["mos"]["by_system"]["tts_griffinlim"]["ovrl"]
     by = report["wer_by_speaker"]["pocketsphinx"]
     assert sum(d["utterances"] for d in by.values()) == report["utterances"]
     words = sum(d["words"] for d in by.values())

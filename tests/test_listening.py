@@ -36,7 +36,8 @@ def test_listening_page_links_only_existing_files(tmp_path):
     quiet = [0.3 * w for w in truth]
     out = tmp_path / "my page"  # a space in the folder: links must still resolve
     codec = score_systems(utts, {"original": quiet}, [("pocketsphinx", "")], out)
-    tts = score_systems(utts, {"ground_truth": truth, "tts_griffinlim": quiet}, [("pocketsphinx", "")], out)
+    tts = score_systems(utts, {"ground_truth": truth, "tts_griffinlim": quiet}, [("pocketsphinx", "")], out,
+                        mos="dnsmos")
     page = write_listening_page(out / "index.html", [{"kind": "tts", **tts}, {"kind": "codec", **codec}])
 
     dom = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
@@ -50,6 +51,10 @@ def test_listening_page_links_only_existing_files(tmp_path):
     assert "ground truth" in dom and "TTS + Griffin-Lim" in dom and "Griffin-Lim, original mels" in dom
     assert dom.count("<table class=\"summary\">") == 2 and "pocketsphinx" in dom
     assert texts["awb_0002"] in dom
+    # DNSMOS: a column per rating in the rated report's summary, and each rated utterance's ratings under it
+    assert dom.count("<th>DNSMOS OVRL</th>") == 1 and dom.count("class=\"mos\"") == 2 * 2
+    rating = tts["per_utterance"][0]["systems"]["ground_truth"]["mos"]["ovrl"]
+    assert f"DNSMOS OVRL {rating:.2f}" in dom
     shot = tmp_path / "page.png"
     subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,900",
                     f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=120, check=True)
@@ -70,18 +75,22 @@ def test_demo_report_prints_every_recogniser_and_writes_the_page(tmp_path, capsy
     wav = load_audio(tmp_path / "a.wav")
     utts, out = [Item("slt_0001", str(tmp_path / "a.wav"), "slt", text, 0.0)], tmp_path / "demo"
     asrs = [("whisper", ""), ("pocketsphinx", "")]
-    tts = score_systems(utts, {"ground_truth": [wav], "tts_hifigan": [wav], "tts_griffinlim": [0.5 * wav]}, asrs, out)
+    tts = score_systems(utts, {"ground_truth": [wav], "tts_hifigan": [wav], "tts_griffinlim": [0.5 * wav]}, asrs, out,
+                        mos="dnsmos")
     codec = score_systems(utts, {"original": [wav], "codec": [0.5 * wav]}, asrs, out)
     (out / "tts.json").write_text(json.dumps({"kind": "tts", "utterances": 1, "rtf": 0.5, "duration_ratio": 1.0,
                                               **tts}))
     (out / "codec.json").write_text(json.dumps({"kind": "codec", **codec}))
     Demo(argparse.Namespace(out=str(out))).report()
     printed = capsys.readouterr().out
-    assert "| audio | whisper:tiny.en | pocketsphinx |" in printed
+    assert "| audio | whisper:tiny.en | pocketsphinx | DNSMOS OVRL | SIG | BAK | P.808 |" in printed
     for row in ("ground truth", "Griffin-Lim on original mels", "codec round trip", "Talker + HiFi-GAN",
                 "Talker + Griffin-Lim"):
         assert row in printed
     summary = json.loads((out / "summary.json").read_text())
+    ovrl = tts["mos"]["by_system"]["tts_hifigan"]["ovrl"]
+    assert summary["mos"]["TTS: Talker + HiFi-GAN"]["ovrl"] == ovrl and f"| {ovrl:.2f} |" in printed
+    assert "n/a" in printed  # the codec report was scored without DNSMOS: its rows say so
     assert summary["wer"]["ground truth (flite audio)"]["pocketsphinx"] == tts["wer_by_asr"]["pocketsphinx"][
         "ground_truth"]
     dom = (out / "index.html").read_text()

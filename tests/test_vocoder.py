@@ -184,6 +184,37 @@ def test_files_shorter_than_a_segment_train(tmp_path, keep_signal_handlers):
     assert np.isfinite(record["loss"])
 
 
+def test_the_mel_term_is_the_l1_of_log_magnitude_mels():
+    """HiFi-GAN's mel weight 45 was tuned on log-magnitude mels; muomni's front end gives log-power mels, whose
+    L1 is twice as large: the generator's mel term must be the L1 of log(sqrt(mel power))."""
+    from muomni.audio import LOG_FLOOR, MelSpectrogram, mel_basis
+    from muomni.gan import build_gan, micro_batch
+    from muomni.training import make_grad_scaler
+
+    train = _train_module()
+    tc = train.VocoderTrainConfig(batch_size=1, grad_accum=1)
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    gan = build_gan(HiFiGANConfig(**TINY), tc, tc.lr_decay, tc.lr_decay_steps, device,
+                    (make_grad_scaler(device), make_grad_scaler(device)))
+    gan.wrap(lambda m: m, compile=False)
+    wav = _chirp(0.6)[None, :8192]  # (1, 8192)
+    mel = log_mel(wav)[:, :32]  # (1, 32, 128)
+    losses, _, _ = micro_batch(gan, wav, mel, MelSpectrogram(), tc, tc.loss_weights, device, adversarial=False)
+    with torch.no_grad():
+        fake = gan.generator(mel)
+
+    def log_magnitude_mel(x: torch.Tensor) -> torch.Tensor:  # log of the square root of the power mel
+        spec = torch.stft(x, 1024, 256, 1024, torch.hann_window(1024), center=True, pad_mode="reflect",
+                          return_complex=True)
+        return torch.log(torch.clamp(mel_basis() @ spec.abs().square(), min=LOG_FLOOR).sqrt())
+
+    expected = (log_magnitude_mel(fake) - log_magnitude_mel(wav)).abs().mean()
+    assert float(losses["mel"].detach()) == pytest.approx(float(expected), rel=1e-4)
+    log_power_l1 = (log_mel(fake) - log_mel(wav)).abs().mean()
+    assert float(losses["mel"].detach()) == pytest.approx(0.5 * float(log_power_l1), rel=1e-4)
+
+
 # ---------------------------------------------------------------- synthesis
 
 

@@ -41,8 +41,21 @@ class HiFiGANConfig:
     msd_scales: int = 2
     msd_channels: int = 128
     msd_max_channels: int = 1024
+    # "": the generator reads muomni's log-mels itself. "resample" or "stretch": it reads the 80-bin, 22.05 kHz
+    # log-magnitude mel of HiFi-GAN's published models, made from muomni's by that adapter (models/universal.py),
+    # so that the universal generator's weights load; n_mels must then be 80.
+    adapter: str = ""
+    adapter_nnls_iter: int = 30  # the adapter's least-squares iterations for the linear magnitude (0: pinv)
+    # log power given to mel cells at muomni's floor (log 1e-5) before the adapter inverts them: the floor
+    # hides quieter cells, and read as 1e-5 it puts a noise floor under the silences (docs/RESULTS.md)
+    adapter_floor: float = -14.5
+    # the magnitude's scale before the log; 0: the adapter's own (sqrt(22050 / 16000) for resample, 1 for stretch)
+    adapter_gain: float = 0.0
 
     def __post_init__(self):
+        if self.adapter and (self.adapter not in ("resample", "stretch") or self.n_mels != 80):
+            raise ConfigError(f"model.adapter = {self.adapter!r}: expected '' (muomni's mels), 'resample' or 'stretch' "
+                              f"(HiFi-GAN's 80-bin mels, with model.n_mels = 80; got {self.n_mels})")
         if math.prod(self.upsample_rates) != HOP_LENGTH:
             raise ConfigError(f"model.upsample_rates {self.upsample_rates} must multiply to the hop {HOP_LENGTH}")
         if len(self.upsample_kernel_sizes) != len(self.upsample_rates):
@@ -169,6 +182,15 @@ def feature_matching_loss(real_features: list[list[Tensor]], fake_features: list
 def mel_l1(real_mel: Tensor, fake_mel: Tensor) -> Tensor:
     """Mean absolute difference of log-mels (B, T, n_mels)."""
     return F.l1_loss(fake_mel.float(), real_mel.float())
+
+
+def mel_loss(real_log_power: Tensor, fake_log_power: Tensor) -> Tensor:
+    """The generator's mel term: the L1 of log-*magnitude* mels, on which HiFi-GAN's weight 45 was tuned
+    (Kong et al. 2020, section 2.3: log of the mel of the STFT magnitude). muomni's front end is the log of the
+    *power* mel, twice the log magnitude: half of it puts the term on the scale its weight expects (the L1 of
+    log-power mels is twice as large, which made the mel term weigh ~90 against adversarial 1 and feature
+    matching 2). Inputs (B, T, n_mels) natural-log power mels (muomni.audio.MelSpectrogram)."""
+    return 0.5 * mel_l1(real_log_power, fake_log_power)
 
 
 def weighted_total(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
