@@ -33,6 +33,7 @@ from .data import corpus_fingerprint
 from .listening import write_listening_page
 from .models.codec import codec_hash, load_codec
 from .mos import FIELD_LABELS, FIELDS
+from .pretrained import PretrainedMissing, weights_path
 from .training import step_checkpoints, write_json
 
 PY = sys.executable
@@ -41,22 +42,25 @@ DEMO_RUNS = Path("checkpoints/demo")  # every demo run lives here (make clean-de
 
 # Minutes per stage: the whole demo in 30 minutes on a slow 2-core machine (the Talker at ~1 step/s).
 # The corpus, check and evaluation stages do not stop on their budgets, so theirs are sized from measured
-# runs with room to spare (the corpus: 64-149 s, the slowest on a slow hour; evaluate codec 30-85 s; evaluate
-# vocoder 28-61 s; check 2-6 s); the Talker gave them 3.5 minutes (on a CPU with bf16 its autocast steps
-# 1.24-1.38x faster at 2 threads, so it trains about as many steps in 11.5 minutes as it did in 15;
-# docs/RESULTS.md).
+# runs with room to spare (the corpus: 64-149 s, the slowest on a slow hour; evaluate codec 30-85 s; check
+# 2-6 s); the Talker gave them 3.5 minutes (on a CPU with bf16 its autocast steps 1.24-1.38x faster at 2
+# threads, so it trains about as many steps in 11.5 minutes as it did in 15; docs/RESULTS.md). The demo
+# trains no vocoder: its 400-step HiFi-GAN was never intelligible, and the pretrained universal generator
+# (the 'universal' extra) is as intelligible as Griffin-Lim and rated more natural (docs/RESULTS.md
+# 2026-12-07); the synthesize stage voices the TTS with it and scores Griffin-Lim on the same mels beside it,
+# with DNSMOS, in the 3.25 minutes the vocoder stages had.
 STAGE_BUDGET_MINUTES: dict[str, float] = {
-    "corpus": 3.0, "check corpus": 0.25, "codec": 3.5, "tokenize": 1.0, "talker": 11.5, "vocoder": 2.0,
-    "evaluate vocoder": 1.25, "synthesize": 4.0, "evaluate codec": 2.0, "pictures": 0.5,
+    "corpus": 3.0, "check corpus": 0.25, "codec": 3.5, "tokenize": 1.0, "talker": 11.5,
+    "synthesize": 7.25, "evaluate codec": 2.0, "pictures": 0.5,
 }
-# Stages scored by every recogniser of --asr; the others by the headline (first) one alone. The second
-# recogniser is read beside the headline on the table's first and last rows (ground truth, TTS), which the
-# synthesize stage scores; the vocoder stage only picks the vocoder (a headline figure), and Griffin-Lim on
-# the original mels and the codec round trip sit between rows that both recognisers already score.
+# Stages scored by every recogniser of --asr and by DNSMOS; the others by the headline (first) recogniser
+# alone. The second recogniser and DNSMOS are read beside the headline on the table's first and last rows
+# (ground truth, TTS), which the synthesize stage scores; Griffin-Lim on the original mels and the codec
+# round trip sit between rows that both already score (DNSMOS costs ~1 s per clip on 2 cores).
 ALL_ASR_STAGES = ("synthesize",)
 # Minutes of a training stage's budget kept for its setup (data caches, model build) and final evaluation;
 # the rest is its train.max_minutes.
-TRAIN_SETUP_MINUTES: dict[str, float] = {"codec": 1.0, "talker": 1.5, "vocoder": 0.5}
+TRAIN_SETUP_MINUTES: dict[str, float] = {"codec": 1.0, "talker": 1.5}
 
 
 def final_step(config: Path) -> int:
@@ -179,15 +183,9 @@ class Demo:
         self.stage("tokenize", [PY, "-m", "muomni.data.tokenize", "--codec", str(codec), "--data", str(data)])
         talker = self.train("talker", "train_talker.py", CONFIGS / "talker.json",
                             {**corpus, "codec": codec_id(CONFIGS / "codec.json")})
-        vocoder = self.train("vocoder", "train_vocoder.py", CONFIGS / "vocoder.json", corpus)
-        self.stage("evaluate vocoder", [PY, "-m", "muomni.evaluate", "vocoder", "--vocoder", str(vocoder),
-                                        "--data", str(data), "--json", str(self.out / "vocoder.json"),
-                                        "--limit", str(a.vocoder_sentences), *self.asr_args("evaluate vocoder")])
-        # An unintelligible short-trained HiFi-GAN is not scored again: it would only cost the recognisers time
-        # (Whisper's temperature fallback retries unclear audio) and say what the vocoder stage already said.
-        use_hifigan = self.choose_vocoder()
+        vocoder = self.choose_vocoder()
         self.stage("synthesize", [PY, "-m", "muomni.evaluate", "tts", "--talker", str(talker), "--data", str(data),
-                                  *(["--vocoder", str(vocoder)] if use_hifigan else []),
+                                  *(["--vocoder", vocoder] if vocoder else []),
                                   "--json", str(self.out / "tts.json"),
                                   "--limit", str(a.sentences), *self.asr_args("synthesize")])
         self.stage("evaluate codec", [PY, "-m", "muomni.evaluate", "codec", "--codec", str(codec), "--data",
@@ -203,23 +201,23 @@ class Demo:
         names = self.args.asr.split(",")
         names = names if stage in ALL_ASR_STAGES else names[:1]
         model = ["--asr-model", self.args.asr_model] if self.args.asr_model and "whisper" in names else []
-        return ["--asr", ",".join(names), *model, "--out-dir", str(self.out)]
+        mos = [] if stage in ALL_ASR_STAGES else ["--mos", "none"]
+        return ["--asr", ",".join(names), *model, *mos, "--out-dir", str(self.out)]
 
-    def choose_vocoder(self) -> bool:
-        """Whether the short demo training made HiFi-GAN at least as intelligible as Griffin-Lim: then the TTS
-        stage synthesizes with it and scores Griffin-Lim on the same mels beside it, else Griffin-Lim alone."""
-        scores = json.loads((self.out / "vocoder.json").read_text())
-        hifigan, griffinlim = scores["hifigan"]["wer"], scores["griffinlim"]["wer"]
-        use = hifigan <= griffinlim
-        print(f"demo: held-out word error ({scores.get('asr_headline', 'asr')}) HiFi-GAN {hifigan:.3f} vs "
-              f"Griffin-Lim {griffinlim:.3f}: {'HiFi-GAN' if use else 'Griffin-Lim'} is the more intelligible; "
-              + ("TTS is synthesized and scored with both" if use else "TTS is synthesized with Griffin-Lim"))
-        return use
+    def choose_vocoder(self) -> str:
+        """The pretrained universal HiFi-GAN where its package is installed (the TTS is then voiced by it and
+        Griffin-Lim is scored on the same mels beside it), else "" for Griffin-Lim alone, said once."""
+        try:
+            weights_path()
+        except PretrainedMissing as err:
+            print(f"demo: {err}; the TTS is synthesized with Griffin-Lim", flush=True)
+            return ""
+        return "universal"
 
     def report(self) -> None:
         """The word-error table (a column per recogniser, the headline one first, then DNSMOS where the
         evaluations rated it), the stage times, and the listening page beside the wavs."""
-        reports = {name: json.loads((self.out / f"{name}.json").read_text()) for name in ("tts", "codec", "vocoder")
+        reports = {name: json.loads((self.out / f"{name}.json").read_text()) for name in ("tts", "codec")
                    if (self.out / f"{name}.json").is_file()}
         tts, codec = reports.get("tts", {}), reports.get("codec", {})
         labels = tts.get("asr", {}).get("recognisers") or codec.get("asr", {}).get("recognisers") or ["asr"]
@@ -227,7 +225,7 @@ class Demo:
             ("ground truth (flite audio)", tts, "ground_truth"),
             ("Griffin-Lim on original mels", codec, "original"),
             ("codec round trip (Griffin-Lim)", codec, "codec"),
-            ("TTS: Talker + HiFi-GAN", tts, "tts_hifigan"),
+            ("TTS: Talker + universal HiFi-GAN", tts, "tts_universal"),
             ("TTS: Talker + Griffin-Lim", tts, "tts_griffinlim"),
         ]
 
@@ -267,7 +265,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--voices", default="slt,rms,awb,kal16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sentences", type=int, default=40, help="held-out sentences synthesized and scored")
-    parser.add_argument("--vocoder-sentences", type=int, default=10, help="held-out utterances to compare vocoders")
     parser.add_argument("--asr", default="",
                         help="recognisers for word error, comma-separated, the first headlines (default: "
                              "whisper,pocketsphinx where faster-whisper is installed, else pocketsphinx)")

@@ -99,6 +99,5 @@ def test_only_the_synthesize_stage_scores_every_recogniser(tmp_path, asr, model,
     runner = demo.Demo(type("Args", (), {"out": str(tmp_path / "out"), "asr": asr, "asr_model": model})())
     out_dir = ["--out-dir", str(tmp_path / "out")]
     assert runner.asr_args("synthesize") == synthesize + out_dir
-    for stage in ("evaluate vocoder", "evaluate codec"):
-        assert runner.asr_args(stage) == others + out_dir
+    assert runner.asr_args("evaluate codec") == others + ["--mos", "none"] + out_dir  # DNSMOS: synthesize only
     assert set(demo.ALL_ASR_STAGES) <= set(demo.STAGE_BUDGET_MINUTES)
