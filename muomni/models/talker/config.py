@@ -26,7 +26,7 @@ from muomni.models.codec import FRAMES_PER_TOKEN
 
 # Settings of one family that the flat config of 1d736d9 and before also held for the other, with the value
 # every such config had (the old defaults): dropped on load, with a warning where they hold another value.
-# The speaker settings came later; a recursive config that inherits talker_tiny.json sets them to False.
+# The speaker settings came later (2026-12-07) and are dropped the same way.
 AR_ONLY: dict[str, Any] = {"text_prefix": True, "duration_path": True, "align_codebooks": 1, "dur_kernel": 3,
                            "depth_layers": 0, "decoder_fraction": 0.0625,
                            "speaker_durations": False, "speaker_text": False}
@@ -123,11 +123,12 @@ class TalkerConfig(SharedConfig):
     dur_kernel: int = 3
     depth_layers: int = 0  # > 0: a depth decoder predicts codebooks 1..n_q-1 given codebook 0
     decoder_fraction: float = 0.0625  # fraction of frames the depth decoder trains on (eval scores every frame)
-    # The duration predictor has a speaker table of its own, so each voice gets its own speaking rate (the
-    # presets turn it on; False, the default, is how every Talker before 2026-12-07 trained: one rate for all).
+    # The duration predictor has a speaker table of its own, so each voice gets its own speaking rate. Measured
+    # on the demo (docs/RESULTS.md 2026-12-07, two seeds): per-voice duration error 0.072 -> 0.045, but TTS
+    # word error +0.04 at 1,000 steps, so no preset turns it on yet; False is how every older Talker trained.
     speaker_durations: bool = False
-    # The speaker embedding added to the text before the encoder as well. Measured on the demo: durations no
-    # better than the predictor's own table, held-out c0 accuracy 0.48 vs 0.53 (docs/RESULTS.md 2026-12-07).
+    # The speaker embedding added to the text before the encoder as well: held-out c0 accuracy 0.48 vs 0.54
+    # and word error +0.13 in the same measurement.
     speaker_text: bool = False
 
     ARCH: ClassVar[str] = "ar"
