@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from muomni.audio import HOP_LENGTH, MelSpectrogram
 from muomni.config import ConfigError, DataConfig, TrainConfig
 from muomni.data import corpus_fingerprint, load_corpus
+from muomni.data.tokenize import mel_cache_dir
 from muomni.data.vocoder import AudioCache, Prefetch, random_segments
 from muomni.distributed import mean_over_ranks
 from muomni.gan import build_gan, micro_batch, optimizer_steps
@@ -39,6 +40,7 @@ from muomni.models.codec import codec_hash, load_codec
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import HiFiGANConfig
 from muomni.samples import vocoder_samples
+from muomni.speech_check import SpeechCheck, vocoder_wavs
 from muomni.training import BatchOrder, Run, add_run_args, load_run_config, make_grad_scaler
 
 
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- loop
     last_metric = None
+    speech = SpeechCheck(run, tc, corpus.heldout, mel_cache_dir(cfg.data.path))
     run.progress(step, tc.steps)
     prefetch = Prefetch(train_data, tc.num_workers)  # train.num_workers threads decode the next step's audio
     while step < tc.steps and not run.stop_requested:
@@ -157,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             last_metric = evaluate(run, step, gan.generator, held_data, tc, device)
         if run.is_main and len(held_data) and (step % tc.sample_every == 0 or step == tc.steps):
             vocoder_samples(run.sample_dir(step), step, gan.generator, held_data, tc.sample_items, device)
-        if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:
-            run.save(step, objects, metric=last_metric)
+        last = step == tc.steps or run.stop_requested
+        wer = speech(step, last, lambda items: vocoder_wavs(gan.generator, items, device))
+        if step % tc.save_every == 0 or last or speech.saves(step, last):
+            run.save(step, objects, metric=speech.metric(last_metric, wer))
     prefetch.close()
     return run.finish(step)
 
