@@ -1,5 +1,5 @@
 """The speech check inside training: its steps, its log lines, best.pt by word error, its independence from the
-training's random streams, a missing recogniser, the judge's plug."""
+training's random streams, a missing recogniser, the judge's plug, and the picture of its curve."""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_CODEC, write_wav
+from PIL import Image
 
 import muomni.speech_check as speech_check
 import train_codec
 import train_talker
 from muomni.config import ConfigError, DataConfig, TrainConfig, apply_overrides
 from muomni.data.corpus import Item
+from muomni.plot import plot_run
 from muomni.training import Run, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,3 +217,26 @@ def test_train_minutes_go_on_across_resume(tmp_path):
     run.progress(4, 10)
     assert 10.0 <= run.train_minutes < 10.5
     run.close()
+
+
+# ---------------------------------------------------------------- the picture
+
+
+def _write_run(run: Path, judge: bool) -> None:
+    run.mkdir(parents=True)
+    lines = [{"step": s, "split": "speech", "speech_wer": w, "train_minutes": m, "speech_seconds": 3.0,
+              **({"dnsmos_ovrl": 2.0 + w} if judge else {})} for s, w, m in ((100, 0.9, 1.0), (200, 0.5, 2.0))]
+    lines.append({"step": 200, "split": "train", "loss": 1.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    ref = {"speech_wer": 0.2, **({"dnsmos_ovrl": 3.0} if judge else {})}
+    (run / "stats.json").write_text(json.dumps({"speech_reference": {"asr": "x", "items": 2, "ground_truth": ref,
+                                                                     "griffinlim": ref}}))
+
+
+@pytest.mark.parametrize("judge, rows", [(False, 1), (True, 2)], ids=["word-error", "word-error-and-dnsmos"])
+def test_plot_draws_the_speech_figure_a_row_per_figure(judge, rows, tmp_path):
+    _write_run(tmp_path / "run", judge)
+    written = plot_run(tmp_path / "run", tmp_path / "plots")
+    assert sorted(p.name for p in written) == ["speech.png", "train.png"]
+    width, height = Image.open(tmp_path / "plots" / "speech.png").size
+    assert width > 600 and 2.9 * 80 * rows <= height < 2.9 * 80 * rows + 5
