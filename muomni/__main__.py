@@ -1,9 +1,10 @@
-"""``python -m muomni plot RUN_DIR`` and ``python -m muomni export CKPT --out DIR``."""
+"""``python -m muomni plot RUN_DIR [RUN_DIR ...]`` and ``python -m muomni export CKPT --out DIR``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .export import export_checkpoint
@@ -14,16 +15,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m muomni", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     plot = sub.add_parser("plot", help="loss-curve PNGs from a run folder's metrics.jsonl")
-    plot.add_argument("run_dir")
-    plot.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
+    plot.add_argument("run_dir", nargs="+")
+    plot.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots; with several runs, "
+                                    "OUT/<run folder name>)")
     export = sub.add_parser("export", help="weights as safetensors plus config and vocabulary as JSON")
     export.add_argument("checkpoint")
     export.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
     if args.command == "plot":
-        for path in plot_run(args.run_dir, args.out):
-            print(path)
+        several = len(args.run_dir) > 1
+        for run in args.run_dir:
+            out = f"{args.out}/{Path(run).name}" if args.out and several else args.out
+            for path in plot_run(run, out):
+                print(path)
     else:
         try:
             payload = load_checkpoint(args.checkpoint)

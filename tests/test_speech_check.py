@@ -240,3 +240,17 @@ def test_plot_draws_the_speech_figure_a_row_per_figure(judge, rows, tmp_path):
     assert sorted(p.name for p in written) == ["speech.png", "train.png"]
     width, height = Image.open(tmp_path / "plots" / "speech.png").size
     assert width > 600 and 2.9 * 80 * rows <= height < 2.9 * 80 * rows + 5
+
+
+def test_plot_cli_writes_each_of_several_runs_into_its_folder_and_the_page_links_the_curves(tmp_path):
+    from muomni.__main__ import main
+    from muomni.listening import write_listening_page
+
+    for name in ("codec", "talker"):
+        _write_run(tmp_path / "runs" / name, judge=False)
+    assert main(["plot", str(tmp_path / "runs" / "codec"), str(tmp_path / "runs" / "talker"),
+                 "--out", str(tmp_path / "out" / "plots")]) == 0
+    pictures = sorted((tmp_path / "out" / "plots").glob("*/speech.png"))
+    assert [p.parent.name for p in pictures] == ["codec", "talker"]
+    page = write_listening_page(tmp_path / "out" / "index.html", [], "demo", pictures=pictures).read_text()
+    assert "src='plots/codec/speech.png'" in page and "href='plots/talker/speech.png'" in page
