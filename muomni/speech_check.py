@@ -11,8 +11,8 @@ time, and :class:`SpeechCheck` scores them:
 - naturalness by a :class:`Judge` (``score(wavs) -> [{field: rating}]``) where one is installed: ``load_judge``
   takes DNSMOS from :data:`JUDGE_MODULE` and skips quietly when that module is absent;
 - the references, once per run at the first check: the ground truth's and Griffin-Lim-on-original-mels' figures
-  on the same utterances, in stats.json "speech_reference" (and cached per corpus beside its mel caches, so the
-  next stage on the same corpus and recogniser does not transcribe them again).
+  on the same utterances, in stats.json "speech_reference"; their transcripts are cached per utterance beside the
+  corpus's mel caches, so the next stage on the same corpus and recogniser does not transcribe them again.
 
 A check logs ``speech_wer``, the judge's means (``dnsmos_ovrl``, ...), ``train_minutes`` (the loop's wall time
 when the check began, carried across --resume: ``Run.train_minutes``) and its own cost ``speech_seconds`` to
@@ -156,36 +156,52 @@ class SpeechCheck:
                 self.run.warn(f"speech check: naturalness not rated, the judge did not load ({err})")
         return self.asr is not None
 
+    def _rate(self, wavs: list[np.ndarray]) -> list[dict[str, Any]]:
+        """Per wav its transcript and, with a judge, its ratings (``{"hypothesis": str, "rating": {field: x}}``)."""
+        hyps = self.asr.transcribe(wavs)
+        ratings = self.judge.score(wavs) if self.judge is not None else [{} for _ in wavs]
+        return [{"hypothesis": h, "rating": r} for h, r in zip(hyps, ratings)]
+
+    def _summary(self, rated: list[dict[str, Any]]) -> dict[str, float]:
+        """speech_wer of the rated utterances against their texts, and the judge's means (``dnsmos_ovrl``, ...)."""
+        scores = {"speech_wer": word_error_rate([it.text for it in self.items], [r["hypothesis"] for r in rated])}
+        if self.judge is not None:
+            means = mean_ratings([r["rating"] for r in rated])
+            scores.update({f"{self.judge.label}_{k}": v for k, v in means.items()})
+        return scores
+
     def _score(self, wavs: list[np.ndarray]) -> tuple[dict[str, float], list[dict[str, Any]]]:
         """(speech_wer and the judge's means, per utterance its transcript, word error and ratings)."""
-        refs, hyps = [it.text for it in self.items], self.asr.transcribe(wavs)
-        scores = {"speech_wer": word_error_rate(refs, hyps)}
-        rows = [{"id": it.id, "text": it.text, "hypothesis": h,
-                 "word_error": round(utterance_word_error(it.text, h), 4)} for it, h in zip(self.items, hyps)]
-        if self.judge is not None:
-            ratings = self.judge.score(wavs)
-            for row, rating in zip(rows, ratings):
-                row[self.judge.label] = rating
-            scores.update({f"{self.judge.label}_{k}": v for k, v in mean_ratings(ratings).items()})
-        return scores, rows
+        rated = self._rate(wavs)
+        rows = [{"id": it.id, "text": it.text, "hypothesis": r["hypothesis"],
+                 "word_error": round(utterance_word_error(it.text, r["hypothesis"]), 4),
+                 **({self.judge.label: r["rating"]} if self.judge is not None else {})}
+                for it, r in zip(self.items, rated)]
+        return self._summary(rated), rows
 
     def _references(self) -> dict[str, Any]:
         """The ground truth's and Griffin-Lim-on-original-mels' scores on the same utterances: from stats.json,
-        else the corpus cache, else computed (at the first check) and stored in both."""
-        files = [(it.id, it.text, Path(it.path).stat().st_size) for it in self.items]
-        key = hashlib.sha256(json.dumps([self.asr.label, self.judge.label if self.judge else "", GRIFFIN_LIM_ITERS,
-                                         files]).encode()).hexdigest()[:16]
+        else from the per-utterance cache of the corpus (any stage, any K), the missing utterances computed (at
+        the first check) and stored in both."""
+        setting = f"{self.asr.label}|{self.judge.label if self.judge else ''}|griffinlim {GRIFFIN_LIM_ITERS}"
+        names = [f"{it.id}|{Path(it.path).stat().st_size}" for it in self.items]  # a rebuilt corpus: other sizes
+        key = hashlib.sha256(json.dumps([setting, names]).encode()).hexdigest()[:16]
         stats = self.run.read_stats()
         if stats.get("speech_reference", {}).get("key") == key:
             return stats["speech_reference"]
-        cached = _read_json(self.cache) if self.cache else {}
-        if key not in cached:
-            truth = [load_audio(it.path) for it in self.items]
+        cached = (_read_json(self.cache).get(setting, {}) if self.cache else {})
+        missing = [(name, it) for name, it in zip(names, self.items) if name not in cached]
+        if missing:
+            truth = [load_audio(it.path) for _, it in missing]
             griffinlim = [mel_to_wav(log_mel(w)[0], GRIFFIN_LIM_ITERS).reshape(-1).numpy() for w in truth]
-            cached[key] = {"ground_truth": self._score(truth)[0], "griffinlim": self._score(griffinlim)[0]}
-            if self.cache:
-                write_json(self.cache, {**_read_json(self.cache), key: cached[key]})
-        reference = {"key": key, "asr": self.asr.label, "items": len(self.items), **cached[key]}
+            for (name, _), t, g in zip(missing, self._rate(truth), self._rate(griffinlim)):
+                cached[name] = {"ground_truth": t, "griffinlim": g}
+            if self.cache:  # merged into the file as it is now: another run on the corpus may have added its own
+                on_disk = _read_json(self.cache)
+                on_disk[setting] = {**on_disk.get(setting, {}), **cached}
+                write_json(self.cache, on_disk)
+        reference = {"key": key, "asr": self.asr.label, "items": len(self.items),
+                     **{system: self._summary([cached[name][system] for name in names]) for system in REFERENCES}}
         self.run.write_stats({**self.run.read_stats(), "speech_reference": reference})
         return reference
 
@@ -227,8 +243,8 @@ def codec_wavs(model: nn.Module, cache, indices: list[int], n_iter: int = GRIFFI
     """The codec's round trip of mel-cache items ``indices``, through Griffin-Lim."""
     device = next(model.parameters()).device
     with evaluating(model):
-        recs = [model(torch.from_numpy(cache.get(i))[None].to(device)).mel[0].float().cpu() for i in indices]
-    return [mel_to_wav(rec, n_iter).reshape(-1).numpy() for rec in recs]  # (5 T_frames, 128) -> (N,)
+        recs = [model(torch.from_numpy(cache.get(i))[None].to(device)).mel[0].float() for i in indices]
+    return [mel_to_wav(rec, n_iter).reshape(-1).cpu().numpy() for rec in recs]  # (5 T_frames, 128) -> (N,), on device
 
 
 def tts_wavs(bundle: TalkerBundle, items: list, vocoder: nn.Module | None = None) -> list[np.ndarray]:

@@ -199,6 +199,23 @@ def test_the_judge_is_found_by_its_module_and_skipped_quietly_without_it(install
     run.close()
 
 
+def test_references_are_transcribed_once_per_corpus_whatever_the_run_or_its_number_of_items(tmp_path, monkeypatch):
+    asr = ScriptedASR(["say 0", "say 1"], {2})  # the ground truth heard right, Griffin-Lim not
+    monkeypatch.setattr(speech_check, "load_asr", lambda name: asr)
+    first, check = _toy(tmp_path / "a")
+    check(2, False, _noise)
+    assert asr.n == 3  # the model's wavs, then the references: ground truth, Griffin-Lim
+    first.close()
+    second, check = _toy(tmp_path / "b", "train.speech_items=1")
+    check.cache = first.dir.parent / "cache" / "speech_reference.json"  # the same corpus
+    check(2, False, _noise)
+    assert asr.n == 4  # the model's wavs alone
+    reference = json.loads((second.dir / "stats.json").read_text())["speech_reference"]
+    assert (reference["items"], reference["ground_truth"]["speech_wer"], reference["griffinlim"]["speech_wer"]) == (
+        1, 0.0, 1.0)
+    second.close()
+
+
 @pytest.mark.parametrize("sets, message", [
     (["train.best_by=wer", "train.speech_asr=none"], "needs the speech check"),
     (["train.speech_asr=sphinx"], "train.speech_asr"),
