@@ -130,7 +130,7 @@ def train(cfg: TalkerRun, run: Run) -> int:
     if step == 0 and run.is_main and data.heldout:
         talker_ground_truth(run.dir / "samples" / "ground_truth", data.heldout[:len(prompts)], codec)
     speech = SpeechCheck(run, cfg.train, data.heldout, mel_cache_dir(cfg.data.path))
-    vocoder = load_vocoder(cfg.train.speech_vocoder, run.device) if cfg.train.speech_vocoder and speech.on else None
+    vocoder = load_vocoder(cfg.train.speech_vocoder, run.device) if cfg.train.speech_vocoder and run.is_main else None
     bundle = TalkerBundle(unwrap(model), codec, text, corpus.speakers)
 
     # ---- loop

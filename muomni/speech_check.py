@@ -149,7 +149,8 @@ class SpeechCheck:
             try:
                 self.asr = load_asr(name)
             except Exception as err:  # a missing package or model: the run trains on without the check
-                self.run.warn(f"speech check off: the recogniser '{self.tc.speech_asr}' did not load ({err})")
+                lost = "; best.pt is not written (train.best_by = wer)" if self.tc.best_by == "wer" else ""
+                self.run.warn(f"speech check off: the recogniser '{self.tc.speech_asr}' did not load ({err}){lost}")
             try:
                 self.judge = load_judge(self.tc.speech_judge)
             except Exception as err:
