@@ -123,19 +123,22 @@ class SpeechCheck:
     def __call__(self, step: int, last: bool, render: Callable[[list], list]) -> float | None:
         """At a check step on rank 0: render the utterances (``render(items) -> wavs``), score and log them;
         returns ``speech_wer``, None where no check ran."""
-        if not (self.run.is_main and self.scheduled(step, last) and self._load()):
+        if not (self.run.is_main and self.scheduled(step, last)):
             return None
-        start, minutes, state = time.perf_counter(), self.run.train_minutes, rng_state()
+        start, minutes = time.perf_counter(), self.run.train_minutes  # its cost counts the models' loading too
+        if not self._load():
+            return None
+        state = rng_state()
         try:  # the check draws nothing from the training's RNG streams
             wavs = [np.asarray(w, dtype=np.float32).reshape(-1) for w in render(self.items)]
             scores, rows = self._score(wavs)
             reference = self._references()
         finally:
             set_rng_state(state)
+        self._keep(step, minutes, wavs, rows, scores)
         seconds = time.perf_counter() - start
         self.run.log(step, {**scores, "train_minutes": minutes, "speech_seconds": seconds,
                             "speech_items": len(wavs), "asr": self.asr.label}, split="speech")
-        self._keep(step, minutes, wavs, rows, scores)
         self.run.info(f"step {step}: speech check, word error {scores['speech_wer']:.3f} on {len(wavs)} held-out "
                       f"({self.asr.label}; ground truth {reference['ground_truth']['speech_wer']:.3f}, Griffin-Lim "
                       f"{reference['griffinlim']['speech_wer']:.3f}) in {seconds:.1f} s")
