@@ -93,6 +93,8 @@ def plot_speech(run_dir: Path, metrics: dict[str, list[tuple[int, float]]], path
             for key, (ref_label, color) in REFERENCE_STYLES.items():
                 if name in reference.get(key, {}):
                     ax.axhline(reference[key][name], color=color, ls="--", lw=1, label=ref_label)
+            if name == "speech_wer":
+                ax.set_ylim(bottom=0)  # how far from no error, not only from the first check
             ax.set_title(SPEECH_PANELS[name], fontsize=9)
             ax.set_xlabel(label, fontsize=8)
             ax.grid(alpha=0.3)
