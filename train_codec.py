@@ -31,6 +31,7 @@ from muomni.distributed import mean_over_ranks
 from muomni.metrics import codec_heldout
 from muomni.models.codec import LOSSES, CodecConfig, CodecModel, weighted_loss
 from muomni.samples import codec_samples
+from muomni.speech_check import SpeechCheck, codec_wavs
 from muomni.training import (
     BatchOrder,
     Run,
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"{cfg.data.path}: no training utterance holds a whole code frame ({per} mel frames)")
         mean, std = mel_stats(run, train_mels, train_idx)
     eval_idx = held_idx[: tc.eval_items] if tc.eval_items else held_idx
+    speech = SpeechCheck(run, tc, [corpus.heldout[i] for i in held_idx], mel_cache_dir(cfg.data.path))
     if not held_idx:
         run.warn(f"{cfg.data.path} has no usable held-out split (data.heldout = {cfg.data.heldout:g}): held-out "
                  "metrics and samples are not computed and best.pt is not written")
@@ -149,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         if run.is_main and held_idx and step % tc.sample_every == 0:
             codec_samples(run.sample_dir(step), step, model, held_mels, corpus.heldout, held_idx[: tc.sample_items],
                           tc.griffin_lim_iters)
-        if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:
-            run.save(step, objects, metric=metric)
+        last = step == tc.steps or run.stop_requested
+        wer = speech(step, last, lambda items: codec_wavs(model, held_mels, held_idx[: len(items)],
+                                                          tc.griffin_lim_iters))
+        if step % tc.save_every == 0 or last or speech.saves(step, last):
+            run.save(step, objects, metric=speech.metric(metric, wer))
     return run.finish(step)
 
 

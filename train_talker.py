@@ -23,12 +23,14 @@ import torch
 
 from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from muomni.data.talker import TalkerData, read_prompts
+from muomni.data.tokenize import mel_cache_dir
 from muomni.distributed import mean_over_ranks
 from muomni.metrics import perplexities, talker_heldout, talker_summary
 from muomni.models.codec import codec_to_dict
 from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, count_parameters
 from muomni.samples import talker_ground_truth, talker_samples
-from muomni.synthesis import TalkerBundle
+from muomni.speech_check import SpeechCheck, tts_wavs
+from muomni.synthesis import TalkerBundle, load_vocoder
 from muomni.talker_training import batch_order, build_optimizer, epoch_steps, micro_batch, talker_data
 from muomni.text import TextProcessor
 from muomni.training import (
@@ -63,6 +65,7 @@ class TalkerTrainConfig(TrainConfig):
     sample_top_k: int = 0
     sample_top_p: float = 0.0
     sample_seed: int = 0
+    speech_vocoder: str = ""  # vocoder checkpoint the speech check synthesizes through ("" = Griffin-Lim)
 
     def __post_init__(self):
         super().__post_init__()
@@ -126,6 +129,9 @@ def train(cfg: TalkerRun, run: Run) -> int:
     prompts = read_prompts(cfg.train.prompts, cfg.train.prompts_file, default_prompts, corpus.speakers)
     if step == 0 and run.is_main and data.heldout:
         talker_ground_truth(run.dir / "samples" / "ground_truth", data.heldout[:len(prompts)], codec)
+    speech = SpeechCheck(run, cfg.train, data.heldout, mel_cache_dir(cfg.data.path))
+    vocoder = load_vocoder(cfg.train.speech_vocoder, run.device) if cfg.train.speech_vocoder and run.is_main else None
+    bundle = TalkerBundle(unwrap(model), codec, text, corpus.speakers)
 
     # ---- loop
     run.progress(step, cfg.train.steps)
@@ -155,10 +161,10 @@ def train(cfg: TalkerRun, run: Run) -> int:
         if run.is_main and data.heldout and (step % cfg.train.eval_every == 0 or last):
             metric = evaluate(unwrap(model), data, cfg, run, step)
         if run.is_main and (step % cfg.train.sample_every == 0 or last):
-            bundle = TalkerBundle(unwrap(model), codec, text, corpus.speakers)
             talker_samples(run.sample_dir(step), step, bundle, prompts, cfg.train)
-        if step % cfg.train.save_every == 0 or last:
-            run.save(step, objects, metric=metric, extra=extra)
+        wer = speech(step, last, lambda items: tts_wavs(bundle, items, vocoder))
+        if step % cfg.train.save_every == 0 or last or speech.saves(step, last):
+            run.save(step, objects, metric=speech.metric(metric, wer), extra=extra)
     return step
 
 

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from muomni.audio import HOP_LENGTH, MelSpectrogram
 from muomni.config import ConfigError, DataConfig, TrainConfig
 from muomni.data import corpus_fingerprint, load_corpus
+from muomni.data.tokenize import mel_cache_dir
 from muomni.data.vocoder import AudioCache, CodecMels, Prefetch, TalkerMels, random_segments
 from muomni.distributed import mean_over_ranks
 from muomni.gan import build_gan, micro_batch, optimizer_steps
@@ -51,6 +52,7 @@ from muomni.models.hifigan import HiFiGANConfig
 from muomni.models.universal import universal_mismatch
 from muomni.pretrained import is_pretrained_name, parse_name, universal_state_dict, weights_path
 from muomni.samples import vocoder_samples
+from muomni.speech_check import SpeechCheck, vocoder_wavs
 from muomni.synthesis import MEL_FROM, load_talker
 from muomni.training import BatchOrder, Run, add_run_args, load_run_config, make_grad_scaler
 
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- loop
     last_metric = None
+    speech = SpeechCheck(run, tc, corpus.heldout, mel_cache_dir(cfg.data.path))
     run.progress(step, tc.steps)
     prefetch = Prefetch(train_data, tc.num_workers)  # train.num_workers threads decode the next step's audio
     while step < tc.steps and not run.stop_requested:
@@ -210,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
             last_metric = evaluate(run, step, gan.generator, held_data, tc, device)
         if run.is_main and len(held_data) and (step % tc.sample_every == 0 or step == tc.steps):
             vocoder_samples(run.sample_dir(step), step, gan.generator, held_data, tc.sample_items, device)
-        if step % tc.save_every == 0 or step == tc.steps or run.stop_requested:
-            run.save(step, objects, metric=last_metric)
+        last = step == tc.steps or run.stop_requested
+        wer = speech(step, last, lambda items: vocoder_wavs(gan.generator, items, device))
+        if step % tc.save_every == 0 or last or speech.saves(step, last):
+            run.save(step, objects, metric=speech.metric(last_metric, wer))
     prefetch.close()
     return run.finish(step)
 

@@ -1,10 +1,11 @@
-"""``python -m muomni plot RUN_DIR``, ``python -m muomni export CKPT --out DIR`` (safetensors) and
+"""``python -m muomni plot RUN_DIR [RUN_DIR ...]``, ``python -m muomni export CKPT --out DIR`` (safetensors) and
 ``python -m muomni export TALKER --onnx DIR [--vocoder CKPT]`` (ONNX graphs for ``muomni.onnx_runtime``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .checkpoint import CheckpointError, load_checkpoint
 from .export import export_checkpoint
@@ -15,8 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m muomni", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     plot = sub.add_parser("plot", help="loss-curve PNGs from a run folder's metrics.jsonl")
-    plot.add_argument("run_dir")
-    plot.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots)")
+    plot.add_argument("run_dir", nargs="+")
+    plot.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots; with several runs, "
+                                    "OUT/<run folder name>)")
     export = sub.add_parser("export", help="weights as safetensors plus config and vocabulary as JSON, or with "
                                            "--onnx a Talker's inference chain as ONNX graphs")
     export.add_argument("checkpoint")
@@ -28,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "plot":
-        for path in plot_run(args.run_dir, args.out):
-            print(path)
+        several = len(args.run_dir) > 1
+        for run in args.run_dir:
+            out = f"{args.out}/{Path(run).name}" if args.out and several else args.out
+            for path in plot_run(run, out):
+                print(path)
     elif args.onnx:
         from .config import ConfigError
         from .onnx_export import export_onnx

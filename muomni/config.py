@@ -47,6 +47,7 @@ class DataConfig:
 
 
 CPU_PRECISIONS = ("fp32", "bf16", "auto")  # train.cpu_precision (muomni.training.device.amp_dtype)
+SPEECH_ASRS = ("auto", "whisper", "pocketsphinx", "none")  # train.speech_asr (muomni.asr.BACKENDS, auto, none)
 
 
 @dataclass
@@ -80,10 +81,28 @@ class TrainConfig:
     # bf16 autocast for training on CPU (codec, Talker): fp32 | bf16 | auto (bf16 only on a CPU with native
     # bf16, e.g. AVX512-BF16, where matmuls run ~2.7x faster); CUDA follows train.amp; the vocoder refuses it
     cpu_precision: str = "fp32"
+    # The speech check (muomni/speech_check.py): every speech_every steps (0 = with each held-out evaluation)
+    # and at the last step, the first speech_items held-out utterances are rendered and scored by speech_asr
+    # (auto = whisper where installed, else pocketsphinx; none = no check) and, with speech_judge auto, by the
+    # naturalness judge where installed. best_by: what best.pt tracks, held-out loss or the check's word error.
+    speech_every: int = 0
+    speech_items: int = 16
+    speech_asr: str = "auto"
+    speech_judge: str = "auto"  # auto | none
+    best_by: str = "loss"  # loss | wer
 
     def __post_init__(self):
         _choice("train.wandb_mode", self.wandb_mode, ("offline", "online"))
         _choice("train.cpu_precision", self.cpu_precision, CPU_PRECISIONS)
+        _choice("train.speech_asr", self.speech_asr, SPEECH_ASRS)
+        _choice("train.speech_judge", self.speech_judge, ("auto", "none"))
+        _choice("train.best_by", self.best_by, ("loss", "wer"))
+        if self.best_by == "wer" and self.speech_asr == "none":
+            raise ConfigError("train.best_by = 'wer' needs the speech check: set train.speech_asr (auto, whisper, "
+                              "pocketsphinx), or train.best_by = 'loss'")
+        if self.speech_every < 0 or self.speech_items < 1:
+            raise ConfigError(f"train.speech_every must be >= 0 (0 = with each evaluation) and train.speech_items "
+                              f">= 1, got {self.speech_every} and {self.speech_items}")
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_every", "sample_every",
                      "save_every", "keep_last", "max_bad_steps"):
             if getattr(self, name) < 1:

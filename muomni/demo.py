@@ -191,8 +191,8 @@ class Demo:
         self.stage("evaluate codec", [PY, "-m", "muomni.evaluate", "codec", "--codec", str(codec), "--data",
                                       str(data), "--json", str(self.out / "codec.json"), "--limit", str(a.sentences),
                                       *self.asr_args("evaluate codec")])
-        self.stage("pictures", [PY, "-m", "muomni", "plot", str(run_dir(CONFIGS / "talker.json")),
-                                "--out", str(self.out / "plots")])
+        self.stage("pictures", [PY, "-m", "muomni", "plot", str(run_dir(CONFIGS / "codec.json")),
+                                str(run_dir(CONFIGS / "talker.json")), "--out", str(self.out / "plots")])
         self.report()
 
     def asr_args(self, stage: str) -> list[str]:
@@ -246,7 +246,8 @@ class Demo:
                   f"TTS real-time factor: {tts.get('rtf', float('nan')):.3f}  "
                   f"(duration ratio to ground truth {tts.get('duration_ratio', float('nan')):.2f})",
                   "", *self.stage_table(), ""]
-        page = write_listening_page(self.out / "index.html", list(reports.values()), "muomni demo: held-out sentences")
+        page = write_listening_page(self.out / "index.html", list(reports.values()), "muomni demo: held-out sentences",
+                                    pictures=sorted((self.out / "plots").glob("*/speech.png")))
         lines += [f"Listen: open {page} in a browser (every system side by side); loss curves in {self.out}/plots/"]
         text = "\n".join(lines)
         print(text)

@@ -70,9 +70,11 @@ def _summary(report: dict) -> str:
             f"<table class='summary'><tr><th>system</th>{head}</tr>{rows}</table>")
 
 
-def write_listening_page(page: str | Path, reports: list[dict], title: str = "muomni listening page") -> Path:
+def write_listening_page(page: str | Path, reports: list[dict], title: str = "muomni listening page",
+                         pictures: list[Path] = ()) -> Path:
     """Write ``page`` from reports carrying ``per_utterance`` (``muomni.scoring.score_systems``); systems of the
-    same utterance id from several reports go side by side, the first report's copy of a system kept."""
+    same utterance id from several reports go side by side, the first report's copy of a system kept.
+    ``pictures``: training curves (``muomni.plot``'s speech.png of each run) shown and linked after the tables."""
     page = Path(page)
     sentences: dict[str, dict] = {}
     for report in reports:
@@ -85,6 +87,10 @@ def write_listening_page(page: str | Path, reports: list[dict], title: str = "mu
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts += [_summary(r) for r in reports if r.get("per_utterance")]
+    if pictures:  # named by their run folder (plots/<run>/speech.png)
+        parts.append("<h3>Word error during training</h3><div class='row'>" + "".join(
+            f"<a href='{_link(p, page.parent)}'><img style='width:480px' alt='{html.escape(Path(p).parent.name)}' "
+            f"src='{_link(p, page.parent)}'></a>" for p in pictures) + "</div>")
     parts.append("<p>Word error per recogniser under each system; <span class='bad'>red</span> marks a "
                  "transcript that looks like a recogniser loop (far longer than the sentence, or repetitive).</p>")
     for uid, s in sentences.items():

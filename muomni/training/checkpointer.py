@@ -55,6 +55,9 @@ class Checkpointer:
              extra: dict[str, Any] | None = None, counts: dict[str, int] | None = None) -> Path | None:
         """Write step_XXXXXXXX.pt (and best.pt when metric is the lowest so far); prune to keep_last.
 
+        ``metric`` is what ``train.best_by`` names (the held-out loss, or the speech check's word error);
+        stats.json records it as "best_by" beside "best_metric" and "best_step".
+
         Under DDP every rank calls it (it gathers each rank's RNG state, so that a resumed run draws
         what it would have drawn); rank 0 alone writes. ``counts``: the skipped-step counts to carry.
         """
@@ -72,10 +75,12 @@ class Checkpointer:
         path = self.dir / f"step_{step:08d}.pt"
         save_checkpoint(path, payload)
         if metric is not None and math.isfinite(metric):
-            stats = self.folder.read_stats()
-            if metric < stats.get("best_metric", math.inf):
+            stats, best_by = self.folder.read_stats(), self.cfg.train.best_by
+            # a best of the other kind (train.best_by changed on --resume) is no bar for this one
+            best = stats.get("best_metric", math.inf) if stats.get("best_by", "loss") == best_by else math.inf
+            if metric < best:
                 save_checkpoint(self.dir / "best.pt", payload)
-                self.folder.write_stats({**stats, "best_metric": metric, "best_step": step})
+                self.folder.write_stats({**stats, "best_metric": metric, "best_step": step, "best_by": best_by})
         for _, old in step_checkpoints(self.dir)[:-self.cfg.train.keep_last]:
             old.unlink(missing_ok=True)
         return path

@@ -9,6 +9,7 @@ hands each call to the part that owns it.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +49,8 @@ class Run:
         self.checkpoints = Checkpointer(cfg, stage, args, self.rank, self.world, self.folder, self.runlog)
         self.stopper = StopControl(train.max_minutes, self.world, self.runlog)
         self.guard = StepGuard(train.max_bad_steps, self.world, self.dir, self.runlog)
+        self._loop_start: float | None = None  # when progress() started the loop (time.monotonic)
+        self._seconds_before = 0.0  # loop seconds of the run before the checkpoint it resumed from
         if self.is_main:  # fail before any training if the folder can't be written or would clobber a run
             self.folder.check_writable()
             self.checkpoints.check_folder()
@@ -61,7 +64,9 @@ class Run:
 
     def save(self, step: int, objects: dict[str, Any], metric: float | None = None,
              extra: dict[str, Any] | None = None) -> Path | None:
-        """Write step_XXXXXXXX.pt (and best.pt for the lowest metric so far); every rank calls it."""
+        """Write step_XXXXXXXX.pt (and best.pt for the lowest metric so far); every rank calls it. The
+        checkpoint carries the loop's seconds so far, so ``train_minutes`` goes on across --resume."""
+        extra = {**(extra or {}), "train_seconds": self.train_seconds}
         return self.checkpoints.save(step, objects, metric, extra, counts=self.guard.counts())
 
     def resume_payload(self) -> dict[str, Any] | None:
@@ -73,6 +78,7 @@ class Run:
         if payload is None:
             return 0
         step = self.checkpoints.restore(payload, objects)
+        self._seconds_before = float(payload.get("train_seconds", 0.0))  # 0 for checkpoints older than the key
         self.guard.load_counts(payload)
         self.runlog.truncate(step)
         return step
@@ -124,7 +130,19 @@ class Run:
         """The loop's progress bar; train.max_minutes counts from here."""
         bar = self.runlog.progress(start, total)
         self.stopper.start_clock()
+        self._loop_start = time.monotonic()
         return bar
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock seconds of the training loop since the run started, carried across --resume (setup and
+        caching before progress() do not count; evaluations and speech checks inside the loop do)."""
+        now = time.monotonic() - self._loop_start if self._loop_start is not None else 0.0
+        return self._seconds_before + now
+
+    @property
+    def train_minutes(self) -> float:
+        return self.train_seconds / 60
 
     def log(self, step: int, metrics: dict[str, float], split: str = "train") -> None:
         """Append to metrics.jsonl (and wandb); train metrics also go on the progress bar with steps/s."""
