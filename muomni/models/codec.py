@@ -52,10 +52,11 @@ class CodecConfig:
     ema_decay: float = 0.99
     kmeans_iters: int = 10
     dead_code_threshold: float = 0.05  # fraction of the uniform usage under which a code is replaced
-    # How the encoder's gradient passes the residual stack (quantize.STRAIGHT_THROUGH). Codecs trained before
+    # How the encoder's gradient passes the residual stack (quantize.STRAIGHT_THROUGH): EnCodec's "residual",
+    # the demo recipe's best round trip at 2,400 steps (docs/RESULTS.md 2026-12-07). Codecs trained before
     # 2026-12-07 used "per_layer" (n_q x the gradient); the forward is the same in every form, so they load
     # (and resume, with the corrected gradient) under the default.
-    straight_through: str = "single"
+    straight_through: str = "residual"
 
     def __post_init__(self):
         for name in ("hidden_dim", "latent_dim", "kernel_size", "n_codebooks", "codebook_size", "codebook_dim"):

@@ -281,10 +281,11 @@ class VectorQuantizer(nn.Module):
 
 
 # How a training forward passes the decoder's gradient back through the residual stack to the encoder:
+# - "residual" (the default): EnCodec's ResidualVectorQuantization: each layer is straight-through and the
+#   next residual subtracts that output itself, so its gradient cancels; only codebook 0's commitment
+#   reaches the encoder.
 # - "single": one straight-through estimator for the whole sum, ``x + (sum_q - x).detach()``; every layer
 #   codes a detached residual and keeps its commitment term on the encoder.
-# - "residual": EnCodec's ResidualVectorQuantization: each layer is straight-through and the next residual
-#   subtracts that output itself, so its gradient cancels; only codebook 0's commitment reaches the encoder.
 # - "per_layer": each layer straight-through, residuals detached, so the sum's gradient to the encoder is
 #   n_q x the identity (and the commitment term is in effect n_q x weaker). Muomni's form before 2026-12-07,
 #   kept only to reproduce older runs.
@@ -295,7 +296,7 @@ STRAIGHT_THROUGH = ("single", "residual", "per_layer")
 class ResidualVQ(nn.Module):
     """n_q quantizers in sequence, each coding the residual of those before it (SoundStream, EnCodec)."""
 
-    def __init__(self, n_q: int, straight_through: str = "single", **kwargs):
+    def __init__(self, n_q: int, straight_through: str = "residual", **kwargs):
         super().__init__()
         if straight_through not in STRAIGHT_THROUGH:
             raise ValueError(f"straight_through must be one of {', '.join(STRAIGHT_THROUGH)}, got '{straight_through}'")
