@@ -85,9 +85,11 @@ class TrainConfig:
     # and at the last step, the first speech_items held-out utterances are rendered and scored by speech_asr
     # (auto = whisper where installed, else pocketsphinx; none = no check) and, with speech_judge auto, by the
     # naturalness judge where installed. best_by: what best.pt tracks, held-out loss or the check's word error.
+    # The full-size presets (*_base, vocoder_v1) and the demo turn it on; the tiny ones, a few seconds of
+    # training for trying things out (and every test run), leave it off: a check costs ~10 s on 2 cores.
     speech_every: int = 0
     speech_items: int = 16
-    speech_asr: str = "auto"
+    speech_asr: str = "none"
     speech_judge: str = "auto"  # auto | none
     best_by: str = "loss"  # loss | wer
 

@@ -75,7 +75,7 @@ def test_demo_report_prints_every_recogniser_and_writes_the_page(tmp_path, capsy
     wav = load_audio(tmp_path / "a.wav")
     utts, out = [Item("slt_0001", str(tmp_path / "a.wav"), "slt", text, 0.0)], tmp_path / "demo"
     asrs = [("whisper", ""), ("pocketsphinx", "")]
-    tts = score_systems(utts, {"ground_truth": [wav], "tts_hifigan": [wav], "tts_griffinlim": [0.5 * wav]}, asrs, out,
+    tts = score_systems(utts, {"ground_truth": [wav], "tts_universal": [wav], "tts_griffinlim": [0.5 * wav]}, asrs, out,
                         mos="dnsmos")
     codec = score_systems(utts, {"original": [wav], "codec": [0.5 * wav]}, asrs, out)
     (out / "tts.json").write_text(json.dumps({"kind": "tts", "utterances": 1, "rtf": 0.5, "duration_ratio": 1.0,
@@ -84,12 +84,12 @@ def test_demo_report_prints_every_recogniser_and_writes_the_page(tmp_path, capsy
     Demo(argparse.Namespace(out=str(out))).report()
     printed = capsys.readouterr().out
     assert "| audio | whisper:tiny.en | pocketsphinx | DNSMOS OVRL | SIG | BAK | P.808 |" in printed
-    for row in ("ground truth", "Griffin-Lim on original mels", "codec round trip", "Talker + HiFi-GAN",
+    for row in ("ground truth", "Griffin-Lim on original mels", "codec round trip", "Talker + universal HiFi-GAN",
                 "Talker + Griffin-Lim"):
         assert row in printed
     summary = json.loads((out / "summary.json").read_text())
-    ovrl = tts["mos"]["by_system"]["tts_hifigan"]["ovrl"]
-    assert summary["mos"]["TTS: Talker + HiFi-GAN"]["ovrl"] == ovrl and f"| {ovrl:.2f} |" in printed
+    ovrl = tts["mos"]["by_system"]["tts_universal"]["ovrl"]
+    assert summary["mos"]["TTS: Talker + universal HiFi-GAN"]["ovrl"] == ovrl and f"| {ovrl:.2f} |" in printed
     assert "n/a" in printed  # the codec report was scored without DNSMOS: its rows say so
     assert summary["wer"]["ground truth (flite audio)"]["pocketsphinx"] == tts["wer_by_asr"]["pocketsphinx"][
         "ground_truth"]

@@ -115,7 +115,7 @@ def test_best_by_wer_keeps_the_step_of_the_lowest_speech_wer(flite_corpus, tiny_
     texts = [it.text for it in speech_check_items(flite_corpus)]
     monkeypatch.setattr(speech_check, "load_asr", lambda name: ScriptedASR(texts, {5}))
     main, argv = _stage("talker", tmp_path, "wer", flite_corpus, tiny_talker, "train.steps=4", "train.speech_every=1",
-                        "train.best_by=wer")
+                        "train.speech_asr=auto", "train.best_by=wer")
     assert main(argv) == 0
     run = tmp_path / "wer"
     assert [(r["step"], r["speech_wer"]) for r in _records(run, "speech")] == [(1, 1.0), (2, 1.0), (3, 0.0), (4, 1.0)]
@@ -140,8 +140,8 @@ class ToyRun:
 
 
 def _toy(tmp_path: Path, *sets: str) -> tuple[Run, speech_check.SpeechCheck]:
-    cfg = apply_overrides(ToyRun(), [f"train.out_dir={tmp_path}", "train.run_name=toy", "train.speech_every=2",
-                                     "train.speech_items=2", *sets])
+    cfg = apply_overrides(ToyRun(), [f"train.out_dir={tmp_path}", "train.run_name=toy", "train.speech_asr=auto",
+                                     "train.speech_every=2", "train.speech_items=2", *sets])
     run = Run(cfg, "toy", argparse.Namespace(config="toy.json", resume=False, init_from=None, set=[], device="cpu"))
     items = [Item(f"u{i}", str(write_wav(tmp_path / f"u{i}.wav")), "", f"say {i}", 1.0) for i in range(3)]
     run.progress(0, 10)
