@@ -63,13 +63,8 @@ def kv_caches(model: nn.Module, batch: int, max_seq: int):
     """
     p = next(model.parameters())
     attns = [m for m in model.decoder.modules() if isinstance(m, Attention)]
-    for a, c in zip(attns, cache_pool(model).get(attns, batch, max_seq, p.dtype, p.device)):
-        a.kv_cache = c
-    try:
+    with _attached(model, cache_pool(model).get(attns, batch, max_seq, p.dtype, p.device)):
         yield
-    finally:
-        for a in attns:
-            a.kv_cache = None
 
 
 @dataclass
