@@ -71,8 +71,8 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
 
 
 SPEECH_PANELS = {"speech_wer": "word error", "dnsmos_ovrl": "DNSMOS OVRL"}  # what the speech picture draws
-REFERENCE_STYLES = {"ground_truth": ("ground truth", "tab:green"),
-                    "griffinlim": ("Griffin-Lim, original mels", "tab:gray")}
+REFERENCE_STYLES = {"ground_truth": ("ground truth", "tab:green", "--"),  # distinct dashes: equal figures
+                    "griffinlim": ("Griffin-Lim, original mels", "tab:gray", ":")}  # on few utterances overlap
 
 
 def plot_speech(run_dir: Path, metrics: dict[str, list[tuple[int, float]]], path: Path) -> Path:
@@ -90,9 +90,9 @@ def plot_speech(run_dir: Path, metrics: dict[str, list[tuple[int, float]]], path
         for ax, xs, label in ((row[0], [minutes.get(s, math.nan) for s in steps], "training minutes"),
                               (row[1], steps, "step")):
             ax.plot(xs, values, lw=1.4, marker="o", ms=3, label="model")
-            for key, (ref_label, color) in REFERENCE_STYLES.items():
+            for key, (ref_label, color, dashes) in REFERENCE_STYLES.items():
                 if name in reference.get(key, {}):
-                    ax.axhline(reference[key][name], color=color, ls="--", lw=1, label=ref_label)
+                    ax.axhline(reference[key][name], color=color, ls=dashes, lw=1.4, label=ref_label)
             if name == "speech_wer":
                 ax.set_ylim(bottom=0)  # how far from no error, not only from the first check
             ax.set_title(SPEECH_PANELS[name], fontsize=9)
