@@ -225,7 +225,8 @@ def test_train_two_steps_resume_and_synthesize(trm_run, tmp_path):
     assert json.loads((run / "config.json").read_text())["model"]["arch"] == "trm"
     train_talker.main(trm_run["args"] + ["train.steps=3", "--resume"])
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records].count(2) == 2 and records[-1]["step"] == 3
+    steps = [r["step"] for r in records if r["split"] != "speech"]  # the speech check has its own test file
+    assert steps.count(2) == 2 and records[-1]["step"] == 3
     for key in ("loss", "length", "c0_accuracy", "c1_accuracy", "length_error", "perplexity", "frames_per_s"):
         assert key in records[0]
     bundle = load_talker(run / "step_00000003.pt")
