@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         if step % tc.log_every == 0:  # every rank: the losses are averaged over them
             losses = mean_over_ranks({"loss": loss.item(), **{k: v.item() for k, v in out.losses.items()}})
             run.log(step, {**losses, "lr": sched.get_last_lr()[0], "grad_norm": float(result.grad_norm)})
-        if run.is_main and eval_idx and (step % tc.eval_every == 0 or step == tc.steps):
+        last = step == tc.steps or run.stop_requested  # the step count, the time budget or a signal
+        if run.is_main and eval_idx and (step % tc.eval_every == 0 or last):  # so a stopped run has a best.pt
             metrics = codec_heldout(model, held_mels, eval_idx, device)
             metric = metrics["mse"]
             run.log(step, {**metrics, "replaced_codes": replaced}, split="heldout")
@@ -151,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         if run.is_main and held_idx and step % tc.sample_every == 0:
             codec_samples(run.sample_dir(step), step, model, held_mels, corpus.heldout, held_idx[: tc.sample_items],
                           tc.griffin_lim_iters)
-        last = step == tc.steps or run.stop_requested
         wer = speech(step, last, lambda items: codec_wavs(model, held_mels, held_idx[: len(items)],
                                                           tc.griffin_lim_iters))
         if step % tc.save_every == 0 or last or speech.saves(step, last):
