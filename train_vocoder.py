@@ -44,12 +44,12 @@ from muomni.data import corpus_fingerprint, load_corpus
 from muomni.data.tokenize import mel_cache_dir
 from muomni.data.vocoder import AudioCache, CodecMels, Prefetch, TalkerMels, random_segments
 from muomni.distributed import mean_over_ranks
-from muomni.gan import build_gan, micro_batch, optimizer_steps
+from muomni.gan import adapter_micro_batch, build_gan, micro_batch, optimizer_steps
 from muomni.metrics import heldout_mel_l1
 from muomni.models.codec import codec_hash, load_codec
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import HiFiGANConfig
-from muomni.models.universal import universal_mismatch
+from muomni.models.universal import UniversalMel, universal_mismatch
 from muomni.pretrained import is_pretrained_name, parse_name, universal_state_dict, weights_path
 from muomni.samples import vocoder_samples
 from muomni.speech_check import SpeechCheck, vocoder_wavs
@@ -81,6 +81,13 @@ class VocoderTrainConfig(TrainConfig):
     # carries its codec), decoded as mel_from says: keep it the mel_from synthesis will use ("expected")
     finetune_talker: str = ""
     mel_from: str = "expected"
+    # "all": the generator (and discriminators) train. "adapter": only the mel adapter's learned correction
+    # (model.adapter_refine) trains, by regression onto the real audio's 22.05 kHz mel; the pretrained generator
+    # and its output stay as shipped, no discriminator runs (configs/vocoder_universal_adapter.json)
+    trainable: str = "all"
+    # what trains the adapter: "mel" (regression onto the real audio's 22.05 kHz mel, no generator pass) or
+    # "audio" (the frozen generator's output against the real audio, log-magnitude L1 at 3 STFT sizes)
+    adapter_loss: str = "mel"
 
     def __post_init__(self):
         super().__post_init__()
@@ -94,6 +101,10 @@ class VocoderTrainConfig(TrainConfig):
         if self.finetune_codec and self.finetune_talker:
             raise ConfigError("train.finetune_codec and train.finetune_talker are both set: a Talker carries its "
                               "codec, so give one (the Talker for the mels synthesis will feed the vocoder)")
+        if self.trainable not in ("all", "adapter"):
+            raise ConfigError(f"train.trainable = {self.trainable!r}: expected 'all' or 'adapter'")
+        if self.adapter_loss not in ("mel", "audio"):
+            raise ConfigError(f"train.adapter_loss = {self.adapter_loss!r}: expected 'mel' or 'audio'")
         if self.cpu_precision != "fp32":
             raise ConfigError(f"train.cpu_precision = {self.cpu_precision!r}: the vocoder trains in float32 on "
                               "CPU (its GAN was never measured in bf16); only the codec and the Talker take bf16")
@@ -130,7 +141,11 @@ def init_from_pretrained(run: Run, name: str, model: HiFiGANConfig, gan) -> None
     if mismatch:
         raise ConfigError(f"--init-from {name} needs the model section of HiFi-GAN V1's universal generator behind "
                           "a mel adapter (configs/vocoder_universal.json): " + "; ".join(mismatch))
-    gan.generator.load_state_dict(universal_state_dict())
+    missing, unexpected = gan.generator.load_state_dict(universal_state_dict(), strict=False)
+    missing = [k for k in missing if not k.startswith("adapter.refine.")]  # the adapter's correction starts untrained
+    if missing or unexpected:
+        raise ConfigError(f"--init-from {name}: the shipped weights do not fit the generator (missing {missing[:4]}, "
+                          f"unexpected {unexpected[:4]})")
     run.info(f"initialised the generator from the pretrained universal HiFi-GAN ({weights_path()}), adapter "
              f"{model.adapter}; discriminators fresh (none ship with it); starting at step 0")
 
@@ -150,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg: VocoderRunConfig = load_run_config(args, VocoderRunConfig)
     run = Run(cfg, "vocoder", args)
     tc, device = cfg.train, run.device
+    adapter_only = tc.trainable == "adapter"
+    if adapter_only and not cfg.model.adapter_refine:
+        raise ConfigError("train.trainable = 'adapter' trains the adapter's correction: set model.adapter_refine "
+                          "(its channels, e.g. 256) and model.adapter")
 
     # ---- data: audio and its (codec-reconstructed) mel per item, the batch order
     corpus = load_corpus(cfg.data)
@@ -181,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run.load_init({"generator": gan.generator, "discriminators": gan.discriminators})
     step = run.restore(run.resume_payload(), objects)
-    gan.wrap(run.wrap, tc.compile)
+    gan.wrap(run.wrap, tc.compile, tc.adapter_loss if adapter_only else "")
     mel_fn = MelSpectrogram().to(device)
+    target_fn = UniversalMel().to(device) if adapter_only and tc.adapter_loss == "mel" else None
     run.info(f"{len(train_data)} train / {len(held_data)} held-out utterances; generator "
              f"{sum(p.numel() for p in gan.generator.parameters()) / 1e6:.2f} M params on {device}")
 
@@ -192,13 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     run.progress(step, tc.steps)
     prefetch = Prefetch(train_data, tc.num_workers)  # train.num_workers threads decode the next step's audio
     while step < tc.steps and not run.stop_requested:
-        adversarial = step >= tc.gan_start_step
+        adversarial = step >= tc.gan_start_step and not adapter_only
         totals: dict[str, Tensor] = {}  # micro-batch means, kept on the device until logged
         prefetch.next_steps(order, tc.grad_accum)
         for _ in range(tc.grad_accum):
             wav, mel = random_segments(train_data, order.next(), tc.segment_size)
-            losses_g, losses_d, loss_g = micro_batch(gan, wav.to(device), mel.to(device), mel_fn, tc,
-                                                     tc.loss_weights, device, adversarial)
+            if adapter_only:
+                losses_g, losses_d, loss_g = adapter_micro_batch(gan, wav.to(device), mel.to(device), target_fn, tc)
+            else:
+                losses_g, losses_d, loss_g = micro_batch(gan, wav.to(device), mel.to(device), mel_fn, tc,
+                                                         tc.loss_weights, device, adversarial)
             for k, v in {**losses_g, **losses_d, "loss": loss_g}.items():
                 totals[k] = totals.get(k, 0.0) + v.detach() / tc.grad_accum
         norms = optimizer_steps(run, gan, step, tc, tc.loss_weights, loss_g, losses_d, adversarial)
@@ -209,11 +232,11 @@ def main(argv: list[str] | None = None) -> int:
             totals = {k: float(v) for k, v in totals.items()}
             run.log(step, {**mean_over_ranks(totals), **norms, "lr": gan.sched_g.get_last_lr()[0],
                            "gan": float(adversarial)})
-        if run.is_main and len(held_data) and (step % tc.eval_every == 0 or step == tc.steps):
+        last = step == tc.steps or run.stop_requested  # the step count, the time budget or a signal
+        if run.is_main and len(held_data) and (step % tc.eval_every == 0 or last):  # so a stopped run has a best.pt
             last_metric = evaluate(run, step, gan.generator, held_data, tc, device)
         if run.is_main and len(held_data) and (step % tc.sample_every == 0 or step == tc.steps):
             vocoder_samples(run.sample_dir(step), step, gan.generator, held_data, tc.sample_items, device)
-        last = step == tc.steps or run.stop_requested
         wer = speech(step, last, lambda items: vocoder_wavs(gan.generator, items, device))
         if step % tc.save_every == 0 or last or speech.saves(step, last):
             run.save(step, objects, metric=speech.metric(last_metric, wer))

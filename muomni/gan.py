@@ -23,7 +23,7 @@ from muomni.models.hifigan import (
     mel_loss,
     weighted_total,
 )
-from muomni.models.universal import build_generator
+from muomni.models.universal import build_generator, refiner_loss, stft_loss
 from muomni.training import BatchOrder, Run, autocast, maybe_compile
 
 
@@ -46,6 +46,7 @@ class GAN:
     generator_ddp: nn.Module | None = None
     discriminators_ddp: nn.Module | None = None
     discriminators_frozen: nn.Module | None = None  # scores the fake for the generator's losses
+    adapter_ddp: nn.Module | None = None  # train.trainable = "adapter": the wrapped adapter, trained alone
 
     def checkpoint_objects(self, order: BatchOrder) -> dict:
         """What every checkpoint holds, under the names resume reads back."""
@@ -53,9 +54,15 @@ class GAN:
                 "opt_d": self.opt_d, "sched_g": self.sched_g, "sched_d": self.sched_d, "scaler_g": self.scaler_g,
                 "scaler_d": self.scaler_d, "order": order}
 
-    def wrap(self, data_parallel: Callable[[nn.Module], nn.Module], compile: bool) -> None:
+    def wrap(self, data_parallel: Callable[[nn.Module], nn.Module], compile: bool, adapter_loss: str = "") -> None:
         """The training wrappers: ``data_parallel`` (``Run.wrap``: DDP when the run has several processes),
-        then torch.compile when asked."""
+        then torch.compile when asked. With ``adapter_loss`` only the mel adapter trains (the generator is
+        frozen): "mel" wraps the adapter alone, "audio" the whole generator (its loss is on the audio)."""
+        if adapter_loss:
+            for p in self.generator.generator.parameters():
+                p.requires_grad_(False)
+            self.adapter_ddp = data_parallel(self.generator if adapter_loss == "audio" else self.generator.adapter)
+            return
         self.generator_ddp = maybe_compile(data_parallel(self.generator), compile)
         self.discriminators_ddp = maybe_compile(data_parallel(self.discriminators), compile)
         self.discriminators_frozen = maybe_compile(self.discriminators, compile)
@@ -108,6 +115,20 @@ def micro_batch(gan: GAN, wav: Tensor, mel: Tensor, mel_fn: nn.Module, train: Tr
     loss_g = weighted_total(losses_g, weights)
     gan.scaler_g.scale(loss_g / train.grad_accum).backward()
     return losses_g, losses_d, loss_g
+
+
+def adapter_micro_batch(gan: GAN, wav: Tensor, mel: Tensor, target_fn: nn.Module, train) -> tuple[
+        dict[str, Tensor], dict[str, Tensor], Tensor]:
+    """train.trainable = "adapter": forward and backward of the adapter's refiner on one micro-batch, scaled by
+    1 / train.grad_accum. ``train.adapter_loss`` "mel": L1 against the real audio's 22.05 kHz mel (refiner_loss;
+    the generator is not run); "audio": the frozen generator's output against the real audio, log-magnitude L1
+    at three STFT sizes (stft_loss). Returns the named loss, no discriminator losses, and the loss."""
+    if train.adapter_loss == "audio":
+        loss = stft_loss(gan.adapter_ddp(mel), wav)
+    else:
+        loss = refiner_loss(gan.adapter_ddp, target_fn, wav, mel)
+    (loss / train.grad_accum).backward()
+    return {"adapter": loss}, {}, loss
 
 
 def optimizer_steps(run: Run, gan: GAN, step: int, train: TrainConfig, weights: dict[str, float], loss_g: Tensor,

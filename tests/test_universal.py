@@ -18,7 +18,7 @@ import torch
 from muomni import pretrained, synthesis
 from muomni.audio import HOP_LENGTH, load_audio, log_mel
 from muomni.config import ConfigError
-from muomni.models.universal import AdaptedGenerator, MelAdapter, Resample, universal_config
+from muomni.models.universal import AdaptedGenerator, MelAdapter, Resample, UniversalMel, universal_config
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
 
@@ -32,13 +32,19 @@ def two_threads():
 
 
 @pytest.fixture(scope="module")
-def flite_mel(tmp_path_factory) -> torch.Tensor:
-    """muomni's log-mel (T, 128) of a real flite sentence."""
+def flite_wav(tmp_path_factory) -> np.ndarray:
+    """A real flite sentence at 16 kHz."""
     if shutil.which("flite") is None:
         pytest.fail("flite is needed: sudo apt-get install flite")
     path = tmp_path_factory.mktemp("universal") / "fox.wav"
     subprocess.run(["flite", "-voice", "slt", "-t", SENTENCE, "-o", str(path)], check=True)
-    return log_mel(load_audio(path))[0]
+    return load_audio(path)
+
+
+@pytest.fixture(scope="module")
+def flite_mel(flite_wav) -> torch.Tensor:
+    """muomni's log-mel (T, 128) of a real flite sentence."""
+    return log_mel(flite_wav)[0]
 
 
 def test_the_shipped_weights_fill_every_parameter_and_nothing_else():
@@ -114,6 +120,53 @@ def test_the_adapter_gain_and_floor_do_what_they_say(flite_mel):
                                atol=1e-4)
     silence = torch.full((1, 20, 128), np.log(1e-5))
     assert MelAdapter("resample")(silence).mean() < MelAdapter("resample", floor=None)(silence).mean() - 1.0
+
+
+def test_the_real_audios_universal_mel_lines_up_with_the_adapters_frames(flite_wav):
+    """UniversalMel (the refiner's target, from the audio) and the fixed adapter (from muomni's mel of the same
+    audio) agree best with no shift: the target's frame g is the adapter's frame g, and they are close."""
+    wav = torch.from_numpy(flite_wav).float()
+    wav = wav[: len(wav) // HOP_LENGTH * HOP_LENGTH]
+    adapted, target = MelAdapter("resample")(log_mel(wav)), UniversalMel()(wav[None])
+    n = min(adapted.shape[1], target.shape[1]) - 8
+    l1 = {s: float((adapted[0, 4 + s:4 + s + n] - target[0, 4:4 + n]).abs().mean()) for s in (-1, 0, 1)}
+    assert l1[0] < 0.6 and l1[0] < 0.8 * min(l1[-1], l1[1])
+
+
+def test_an_untrained_refiner_is_the_fixed_adapter_and_training_it_moves_only_it(flite_wav):
+    """The refiner's last layer starts at zero (the adapter is unchanged until it trains); a few steps of its
+    regression lower its loss on the utterance and leave the generator's weights where they were."""
+    from muomni.models.universal import refiner_loss, stft_loss
+
+    torch.manual_seed(0)
+    wav = torch.from_numpy(flite_wav).float()
+    wav = wav[None, : len(wav) // HOP_LENGTH * HOP_LENGTH]
+    mel = log_mel(wav)
+    plain = AdaptedGenerator(universal_config("resample"))
+    refined = AdaptedGenerator(universal_config("resample", adapter_refine=32))
+    refined.generator.load_state_dict(plain.generator.state_dict())
+    torch.testing.assert_close(refined.adapter(mel), plain.adapter(mel))
+    target_fn = UniversalMel()
+    opt = torch.optim.Adam(refined.adapter.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in refined.generator.state_dict().items()}
+    losses = []
+    for _ in range(30):
+        loss = refiner_loss(refined.adapter, target_fn, wav, mel)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+    for k, v in refined.generator.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+    # train.adapter_loss = "audio": the loss on the frozen generator's output reaches the refiner, not the generator
+    for p in refined.generator.parameters():
+        p.requires_grad_(False)
+    opt.zero_grad()
+    stft_loss(refined(mel[:, :24]), wav[:, :24 * HOP_LENGTH], trim=512).backward()
+    assert all(p.grad is None for p in refined.generator.parameters())
+    assert float(refined.adapter.refine.out.weight.grad.abs().sum()) > 0
 
 
 def test_resample_is_exact_in_the_pass_band_and_stops_aliases():

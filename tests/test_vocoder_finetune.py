@@ -114,3 +114,35 @@ def test_init_from_universal_fine_tunes_two_steps_end_to_end(tmp_path, flite_cor
     with pytest.raises(ConfigError, match="vocoder_universal.json"):  # another architecture: named, not loaded
         train.main(["--config", str(config), "--init-from", "universal", "--set", "train.run_name=tiny",
                     "model.upsample_initial_channel=128"])
+
+
+def test_the_adapter_alone_trains_from_universal_and_the_generator_stays_as_shipped(tmp_path, flite_corpus,
+                                                                                    keep_signal_handlers):  # noqa: F811
+    """configs/vocoder_universal_adapter.json: the refiner trains by regression onto the real audio's mel; every
+    generator weight in the checkpoint is the shipped one; the run loads as a vocoder."""
+    from muomni.pretrained import universal_state_dict
+    from muomni.training import load_checkpoint
+
+    train = _train_module()
+    cfg = {"base": str(Path(train.__file__).parent / "configs" / "vocoder_universal_adapter.json"),
+           "data": {"path": str(flite_corpus), "heldout": 1},
+           "model": {"adapter_refine": 16},
+           "train": {"out_dir": str(tmp_path / "runs"), "run_name": "ad", "steps": 3, "batch_size": 2,
+                     "segment_size": 4096, "log_every": 1, "eval_every": 3, "sample_every": 3, "save_every": 3,
+                     "eval_items": 1, "sample_items": 1, "max_minutes": 5}}
+    config = tmp_path / "adapter.json"
+    config.write_text(json.dumps(cfg))
+    assert train.main(["--config", str(config), "--init-from", "universal"]) == 0
+    run = tmp_path / "runs" / "ad"
+    saved = load_checkpoint(run / "step_00000003.pt", stage="vocoder")["generator"]
+    for k, v in universal_state_dict().items():
+        assert torch.equal(saved[k], v), k
+    assert float(saved["adapter.refine.out.weight"].abs().sum()) > 0  # started at zero: it trained
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "train" and "adapter" in r] == [1, 2, 3]
+    mel = log_mel(load_audio(load_corpus(DataConfig(path=str(flite_corpus))).heldout[0].path))[0][:40]
+    assert synthesis.vocode(mel, synthesis.load_vocoder(run)).shape == (40 * 256,)
+
+    with pytest.raises(ConfigError, match="adapter_refine"):  # nothing to train: named, not run
+        train.main(["--config", str(config), "--init-from", "universal", "--set", "train.run_name=none",
+                    "model.adapter_refine=0"])

@@ -51,11 +51,16 @@ class HiFiGANConfig:
     adapter_floor: float = -14.5
     # the magnitude's scale before the log; 0: the adapter's own (sqrt(22050 / 16000) for resample, 1 for stretch)
     adapter_gain: float = 0.0
+    # channels of the adapter's learned correction (models/universal.py MelRefiner); 0: the fixed adapter alone
+    adapter_refine: int = 0
 
     def __post_init__(self):
         if self.adapter and (self.adapter not in ("resample", "stretch") or self.n_mels != 80):
             raise ConfigError(f"model.adapter = {self.adapter!r}: expected '' (muomni's mels), 'resample' or 'stretch' "
                               f"(HiFi-GAN's 80-bin mels, with model.n_mels = 80; got {self.n_mels})")
+        if self.adapter_refine and not self.adapter:
+            raise ConfigError(f"model.adapter_refine = {self.adapter_refine} corrects a mel adapter's output: set "
+                              "model.adapter (resample or stretch) or model.adapter_refine = 0")
         if math.prod(self.upsample_rates) != HOP_LENGTH:
             raise ConfigError(f"model.upsample_rates {self.upsample_rates} must multiply to the hop {HOP_LENGTH}")
         if len(self.upsample_kernel_sizes) != len(self.upsample_rates):

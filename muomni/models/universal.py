@@ -24,6 +24,12 @@ pooled magnitude what the 22.05 kHz STFT would give (docs/RESULTS.md has the rou
 Mel cells at muomni's floor (log 1e-5) are read as ``adapter_floor`` (a lower log power) before the
 inversion: the floor hides quieter cells, and inverted as it is it lays a noise floor under every silence.
 
+Neither adapter is trained, and both lose what muomni's mel cannot say back exactly (the least-squares
+magnitude smears the harmonics; 16 ms frames are interpolated onto 11.6 ms ones). ``adapter_refine``
+adds ``MelRefiner``, a small convolutional correction of the adapted mel, trained by regression onto
+``UniversalMel``: the mel the generator was trained on, computed from the real audio resampled to 22.05 kHz
+(``train_vocoder.py`` with ``train.trainable = "adapter"``; the generator stays as shipped).
+
 The module does no file I/O; ``muomni.pretrained`` finds and maps the shipped weights.
 """
 
@@ -37,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from muomni.audio import HOP_LENGTH, LOG_FLOOR, N_FFT, SAMPLE_RATE
+from muomni.audio import HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE
 from muomni.models.griffinlim import mel_to_magnitude
 from muomni.models.hifigan import Generator, HiFiGANConfig, remove_weight_norm
 
@@ -125,7 +131,8 @@ class MelAdapter(nn.Module):
     pseudo-inverse); ``floor``: the log power read for cells at muomni's floor (None: read them as they are).
     """
 
-    def __init__(self, kind: str = "resample", nnls_iter: int = 30, floor: float | None = -14.5, gain: float = 0.0):
+    def __init__(self, kind: str = "resample", nnls_iter: int = 30, floor: float | None = -14.5, gain: float = 0.0,
+                 refine: int = 0):
         super().__init__()
         if kind not in ADAPTERS:
             raise ValueError(f"unknown mel adapter {kind!r}; choose one of {', '.join(ADAPTERS)}")
@@ -140,22 +147,27 @@ class MelAdapter(nn.Module):
             basis = basis @ _bin_interpolation(SAMPLE_RATE, UNIVERSAL_RATE)
             gain = gain or math.sqrt(UNIVERSAL_RATE / SAMPLE_RATE)
         self.register_buffer("pool", torch.from_numpy(basis.T * (gain or 1.0)).float(), persistent=False)  # (F, 80)
+        self.refine = MelRefiner(refine) if refine else None
 
     def frames(self, n_frames: int) -> int:
         """G: how many generator frames T muomni frames become."""
         return -(-n_frames * UNIVERSAL_RATE // SAMPLE_RATE) if self.kind == "resample" else n_frames
 
     def forward(self, log_mel: Tensor) -> Tensor:  # (B, T, 128) -> (B, G, 80)
-        with torch.no_grad():  # the adapter has no parameters; its input is data
+        with torch.no_grad():  # the fixed part has no parameters; its input is data
             log_mel = log_mel.float()
+            floored = log_mel
             if self.floor is not None:
-                floored = log_mel <= math.log(LOG_FLOOR) + 1e-3
-                log_mel = torch.where(floored, torch.full_like(log_mel, self.floor), log_mel)
-            mag = mel_to_magnitude(log_mel, self.nnls_iter)  # (B, T, F) linear magnitude
+                at_floor = log_mel <= math.log(LOG_FLOOR) + 1e-3
+                floored = torch.where(at_floor, torch.full_like(log_mel, self.floor), log_mel)
+            mag = mel_to_magnitude(floored, self.nnls_iter)  # (B, T, F) linear magnitude
             mel = mag @ self.pool  # (B, T, 80) magnitude mel
             if self.kind == "resample":
                 mel = self._retime(mel)
-            return torch.log(torch.clamp(mel, min=LOG_FLOOR))
+            adapted = torch.log(torch.clamp(mel, min=LOG_FLOOR))
+        if self.refine is None:
+            return adapted
+        return self.refine(adapted, self._retime(log_mel) if self.kind == "resample" else log_mel)
 
     def _retime(self, mel: Tensor) -> Tensor:
         """Linear interpolation in time: generator frame g is centred on sample g * 256 + 128 of the 22.05 kHz
@@ -170,6 +182,75 @@ class MelAdapter(nn.Module):
         return mel[:, lo] * (1 - w) + mel[:, hi] * w
 
 
+class MelRefiner(nn.Module):
+    """The adapter's learned correction: (adapted mel (B, G, 80), muomni's log-mel on the same frames
+    (B, G, 128)) -> adapted mel + a residual from a stack of 1-D convolutions over time (kernel 5, dilations
+    1, 2, 4: +-14 frames seen). The last layer starts at zero, so an untrained refiner is the fixed adapter."""
+
+    def __init__(self, channels: int, kernel: int = 5, dilations: tuple[int, ...] = (1, 2, 4)):
+        super().__init__()
+        self.inp = nn.Conv1d(UNIVERSAL_N_MELS + N_MELS, channels, kernel, padding=kernel // 2)
+        self.hidden = nn.ModuleList(nn.Conv1d(channels, channels, kernel, dilation=d, padding=d * (kernel // 2))
+                                    for d in dilations)
+        self.out = nn.Conv1d(channels, UNIVERSAL_N_MELS, kernel, padding=kernel // 2)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, adapted: Tensor, source: Tensor) -> Tensor:  # (B, G, 80), (B, G, 128) -> (B, G, 80)
+        # log-mels span about -12..4: a quarter keeps the first layer's inputs near unit scale
+        h = F.leaky_relu(self.inp(torch.cat([adapted, source], -1).transpose(1, 2) / 4), 0.1)  # (B, C, G)
+        for conv in self.hidden:
+            h = h + F.leaky_relu(conv(h), 0.1)
+        return adapted + self.out(h).transpose(1, 2)
+
+
+class UniversalMel(nn.Module):
+    """16 kHz wav (B, N) -> the mel the universal generator was trained on, from the audio itself: resampled
+    to 22.05 kHz, HiFi-GAN's STFT (n_fft 1024, hop 256, Hann 1024, reflect-padded 384 a side, uncentred),
+    magnitude, 80 Slaney bins 0-8 kHz, log clamped at 1e-5: (B, G, 80), frame g centred on 22.05 kHz sample
+    g * 256 + 128 as the adapter's frames are. The regression target of ``MelRefiner``."""
+
+    def __init__(self):
+        super().__init__()
+        self.resample = Resample(SAMPLE_RATE, UNIVERSAL_RATE)
+        basis = librosa.filters.mel(sr=UNIVERSAL_RATE, n_fft=N_FFT, n_mels=UNIVERSAL_N_MELS, fmin=0.0,
+                                    fmax=UNIVERSAL_FMAX)
+        self.register_buffer("basis", torch.from_numpy(basis).float(), persistent=False)  # (80, F)
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+
+    def forward(self, wav: Tensor) -> Tensor:  # (B, N) -> (B, G, 80)
+        x = self.resample(wav.float())
+        pad = (N_FFT - HOP_LENGTH) // 2
+        x = F.pad(x.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+        spec = torch.stft(x, N_FFT, HOP_LENGTH, N_FFT, self.window, center=False, return_complex=True)
+        mag = torch.sqrt(spec.real.square() + spec.imag.square() + 1e-9)  # (B, F, G)
+        return torch.log(torch.clamp(self.basis @ mag, min=LOG_FLOOR)).transpose(1, 2)
+
+
+def refiner_loss(adapter: MelAdapter, target_fn: UniversalMel, wav: Tensor, mel: Tensor, edge: int = 2) -> Tensor:
+    """L1 between the refined adapter's mel of ``mel`` (B, T, 128) and ``target_fn``'s mel of the audio ``wav``
+    (B, T * 256), on the frames both have, ``edge`` frames from each end left out (a segment's edges see
+    padding on both sides, differently)."""
+    pred = adapter(mel)
+    with torch.no_grad():
+        target = target_fn(wav)
+    n = min(pred.shape[1], target.shape[1])
+    return F.l1_loss(pred[:, edge:n - edge], target[:, edge:n - edge])
+
+
+def stft_loss(fake: Tensor, real: Tensor, resolutions: tuple[int, ...] = (256, 512, 1024), trim: int = 1024) -> Tensor:
+    """Mean over STFT sizes (hop a quarter, Hann) of the L1 between log magnitudes of two wavs (B, N), ``trim``
+    samples left out at each end (a segment's edges are generated without their context)."""
+    fake, real = fake[:, trim:fake.shape[1] - trim].float(), real[:, trim:real.shape[1] - trim].float()
+    total = fake.new_zeros(())
+    for n_fft in resolutions:
+        window = torch.hann_window(n_fft, device=fake.device)
+        logs = [torch.log(torch.stft(x, n_fft, n_fft // 4, n_fft, window, return_complex=True).abs() + 1e-5)
+                for x in (fake, real)]
+        total = total + F.l1_loss(logs[0], logs[1])
+    return total / len(resolutions)
+
+
 class AdaptedGenerator(nn.Module):
     """MelAdapter -> HiFi-GAN generator (cfg, 80 mel bins) -> 16 kHz: muomni log-mel (B, T, 128) or (T, 128)
     -> wav (B, T * 256) or (T * 256,), aligned with what muomni's own vocoders return."""
@@ -177,7 +258,8 @@ class AdaptedGenerator(nn.Module):
     def __init__(self, cfg: HiFiGANConfig):
         super().__init__()
         self.cfg = cfg
-        self.adapter = MelAdapter(cfg.adapter, cfg.adapter_nnls_iter, cfg.adapter_floor, cfg.adapter_gain)
+        self.adapter = MelAdapter(cfg.adapter, cfg.adapter_nnls_iter, cfg.adapter_floor, cfg.adapter_gain,
+                                  cfg.adapter_refine)
         self.generator = Generator(cfg)
         self.resample = Resample(UNIVERSAL_RATE, SAMPLE_RATE) if cfg.adapter == "resample" else None
 
