@@ -4,7 +4,8 @@ On the first ``LIMIT`` held-out utterances of the demo corpus (``BENCH_UNIVERSAL
 ``BENCH_THREADS`` threads (default 2): seconds of compute per second of audio for the universal generator
 behind each adapter (models/universal.py: "resample" at 22.05 kHz with a torch polyphase resampler, "stretch"
 at muomni's frame rate), with Griffin-Lim (32 iterations) as the baseline, each the best of ``REPEATS``
-passes taken in turn, so that a busy machine slows every system alike; then where an adapter's time goes
+passes taken in turn, so that a busy machine slows every system alike (``BENCH_UNIVERSAL_VOCODER=RUN`` adds a
+trained vocoder, such as a learned adapter's run, as "trained"); then where an adapter's time goes
 (the adapter, the generator, the resampler, against librosa's default resampler on the same audio), and the
 round trip: mean |log-mel(out) - mel| over the speech cells (above -7).
 
@@ -62,6 +63,8 @@ def run() -> list[dict]:
         mels = [log_mel(load_audio(it.path))[0] for it in load_corpus(DataConfig(path=str(data))).heldout[:LIMIT]]
         seconds = sum(m.shape[0] for m in mels) * 256 / SAMPLE_RATE
         vocoders = {name: load_vocoder(f"universal:{name}") for name in ("resample", "stretch")}
+        if os.environ.get("BENCH_UNIVERSAL_VOCODER"):  # a trained one beside them, e.g. a learned adapter's run
+            vocoders["trained"] = load_vocoder(os.environ["BENCH_UNIVERSAL_VOCODER"])
         for v in vocoders.values():  # warm up
             with torch.no_grad():
                 v(mels[0][:50])
