@@ -1,6 +1,7 @@
 """The GPU check: one script a lent GPU runs in under 5 minutes (``make gpu-check``).
 
-1. About 50 bf16 training steps of each stage's tiny and base configs at their configured batch:
+1. About 50 bf16 training steps of each stage's tiny and base configs, and of the universal HiFi-GAN's
+   fine-tune (configs/vocoder_universal.json), at their configured batch:
    steps/s and peak CUDA memory (``torch.cuda.max_memory_allocated``) against the 12 GB budget.
 2. 20 fp16 codec steps with the GradScaler, one of them with a forced overflow (an inf gradient):
    the step is skipped, counted, the scale halves and training goes on.
@@ -44,8 +45,10 @@ from muomni.models.talker.generate import generate  # noqa: E402
 from muomni.training import select_device  # noqa: E402
 
 BUDGET_GB = 12.0
+# vocoder_universal: the pretrained universal generator's fine-tune (its architecture behind the mel adapter, at
+# its configured batch; the weights themselves do not change the cost)
 TRAIN_PRESETS = ["codec_tiny", "codec_base", "talker_tiny", "talker_base", "talker_trm_tiny", "vocoder_tiny",
-                 "vocoder_v1"]
+                 "vocoder_v1", "vocoder_universal"]
 SMOKE_PRESETS = ["codec_tiny", "talker_tiny", "vocoder_tiny"]
 
 
