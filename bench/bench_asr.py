@@ -24,9 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from demo_data import demo_corpus, not_measured  # noqa: E402
+
 from muomni.asr import PocketsphinxASR  # noqa: E402
 from muomni.audio import SAMPLE_RATE, load_audio, log_mel  # noqa: E402
-from muomni.config import DataConfig, read_json_with_base  # noqa: E402
+from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus  # noqa: E402
 from muomni.listening import write_listening_page  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
@@ -37,12 +39,10 @@ ASRS = [("whisper", ""), ("pocketsphinx", "")]
 
 
 def run() -> list[dict]:
-    data = ROOT / os.environ.get("BENCH_ASR_DATA",
-                                 read_json_with_base(ROOT / "configs" / "demo" / "codec.json")["data"]["path"])
+    data = demo_corpus("BENCH_ASR_DATA")
     row = {"benchmark": "speech recognisers: Whisper tiny.en vs pocketsphinx", "baseline": "pocketsphinx"}
-    if not (data / "metadata.csv").is_file():
-        return [{**row, "metric": "not measured: needs the demo corpus, run make demo first", "value": None,
-                 "unit": "", "baseline_value": None, "target": None}]
+    if data is None:
+        return [not_measured(row)]
     items = load_corpus(DataConfig(path=str(data))).heldout[:LIMIT]
     truth = [load_audio(it.path) for it in items]
     gl = [mel_to_wav(log_mel(w)[0], n_iter=32)[: len(w)].numpy() for w in truth]

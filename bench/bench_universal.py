@@ -25,8 +25,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from demo_data import demo_corpus, not_measured  # noqa: E402
+
 from muomni.audio import SAMPLE_RATE, load_audio, log_mel  # noqa: E402
-from muomni.config import DataConfig, read_json_with_base  # noqa: E402
+from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
 from muomni.synthesis import load_vocoder  # noqa: E402
@@ -51,12 +53,10 @@ def _best(fns: dict, mels: list[torch.Tensor]) -> dict[str, float]:
 
 
 def run() -> list[dict]:
-    data = ROOT / os.environ.get("BENCH_UNIVERSAL_DATA",
-                                 read_json_with_base(ROOT / "configs" / "demo" / "codec.json")["data"]["path"])
+    data = demo_corpus("BENCH_UNIVERSAL_DATA")
     row = {"benchmark": f"universal HiFi-GAN, {THREADS} threads", "baseline": "Griffin-Lim, 32 iterations"}
-    if not (data / "metadata.csv").is_file():
-        return [{**row, "metric": "not measured: needs the demo corpus, run make demo first", "value": None,
-                 "unit": "", "baseline_value": None, "target": None}]
+    if data is None:
+        return [not_measured(row)]
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:
