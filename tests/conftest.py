@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,12 @@ def talker_stage_args(tiny_talker: dict) -> list[str]:
     import sys
 
     return [sys.executable, "train_talker.py", "--device", "cpu", *tiny_talker["args"]]
+
+
+@pytest.fixture
+def keep_signal_handlers():
+    """Run installs SIGINT/SIGTERM handlers; give pytest its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)

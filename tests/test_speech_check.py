@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
 import sys
 import types
 from dataclasses import dataclass, field
@@ -34,12 +33,9 @@ TINY_VOCODER = ["model.upsample_initial_channel=32", "model.resblock_kernel_size
 
 
 @pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """Run installs SIGINT/SIGTERM handlers; give pytest its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+def _signal_handlers(keep_signal_handlers):
+    """Every test here runs a stage, which installs its SIGINT/SIGTERM handlers (conftest.py restores them)."""
     yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 def _vocoder_main():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_vocoder import _config, _train_module, keep_signal_handlers, one_thread  # noqa: F401
+from test_vocoder import _config, _train_module, one_thread  # noqa: F401
 
 from muomni import synthesis
 from muomni.audio import load_audio, log_mel
@@ -65,7 +65,7 @@ def test_talker_mels_are_the_teacher_forced_talker_decoded_as_synthesis_decodes(
     assert (expected - round_trip).abs().mean() > 0.05  # not the codec round trip the fine-tune used to learn
 
 
-def test_finetune_talker_trains_end_to_end(tmp_path, tiny_talker, keep_signal_handlers):  # noqa: F811
+def test_finetune_talker_trains_end_to_end(tmp_path, tiny_talker, keep_signal_handlers):
     train = _train_module()
     talker = tiny_talker["dir"] / "step_00000002.pt"
     config = _config(tmp_path, tiny_talker["corpus"], steps=1, gan_start_step=0, eval_every=1, sample_every=1)
@@ -80,7 +80,7 @@ def test_finetune_talker_trains_end_to_end(tmp_path, tiny_talker, keep_signal_ha
     assert not Path(tmp_path / "runs" / "both" / "step_00000001.pt").exists()
 
 
-def test_init_from_universal_fine_tunes_two_steps_end_to_end(tmp_path, flite_corpus, keep_signal_handlers):  # noqa: F811
+def test_init_from_universal_fine_tunes_two_steps_end_to_end(tmp_path, flite_corpus, keep_signal_handlers):
     """configs/vocoder_universal.json from the pretrained weights on muomni's mels through the adapter: the
     generator starts at the universal weights (moved only a little by two small steps), the discriminators
     fresh, and the run folder loads as a vocoder that maps muomni's mel to 16 kHz audio."""
@@ -117,7 +117,7 @@ def test_init_from_universal_fine_tunes_two_steps_end_to_end(tmp_path, flite_cor
 
 
 def test_the_adapter_alone_trains_from_universal_and_the_generator_stays_as_shipped(tmp_path, flite_corpus,
-                                                                                    keep_signal_handlers):  # noqa: F811
+                                                                                    keep_signal_handlers):
     """configs/vocoder_universal_adapter.json: the refiner trains by regression onto the real audio's mel; every
     generator weight in the checkpoint is the shipped one; the run loads as a vocoder."""
     from muomni.pretrained import universal_state_dict
