@@ -38,6 +38,7 @@ from tqdm import tqdm
 from muomni.audio import SAMPLE_RATE, mel_basis, mel_to_png, save_wav
 from muomni.checkpoint import CheckpointError
 from muomni.config import ConfigError
+from muomni.files import write_json
 from muomni.synthesis import (
     MEL_FROM,
     STREAM_CHUNK_FRAMES,
@@ -46,7 +47,7 @@ from muomni.synthesis import (
     stream_synthesis,
     synthesize_with_mels,
 )
-from muomni.training import select_device, write_json
+from muomni.training.device import select_device
 
 
 def read_lines(path: Path, default_speaker: str | None) -> list[tuple[str | None, str]]:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from muomni.config import read_json_with_base
-from muomni.training import write_json
+from muomni.files import write_json
 
 SCRIPTS = ("codec", "talker", "vocoder")
 

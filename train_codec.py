@@ -32,17 +32,10 @@ from muomni.metrics import codec_heldout
 from muomni.models.codec import LOSSES, CodecConfig, CodecModel, weighted_loss
 from muomni.samples import codec_samples
 from muomni.speech_check import SpeechCheck, codec_wavs
-from muomni.training import (
-    BatchOrder,
-    Run,
-    add_run_args,
-    autocast,
-    load_run_config,
-    lr_lambda,
-    make_grad_scaler,
-    maybe_compile,
-    precision_name,
-)
+from muomni.training.cli import add_run_args, load_run_config
+from muomni.training.device import autocast, make_grad_scaler, maybe_compile, precision_name
+from muomni.training.run import Run
+from muomni.training.schedule import BatchOrder, lr_lambda
 
 
 @dataclass

@@ -25,6 +25,7 @@ from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
 from muomni.data.talker import TalkerData, read_prompts
 from muomni.data.tokenize import mel_cache_dir
 from muomni.distributed import mean_over_ranks
+from muomni.files import write_json
 from muomni.metrics import perplexities, talker_heldout, talker_summary
 from muomni.models.codec import codec_to_dict
 from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, count_parameters
@@ -33,15 +34,9 @@ from muomni.speech_check import SpeechCheck, tts_wavs
 from muomni.synthesis import TalkerBundle, load_vocoder
 from muomni.talker_training import batch_order, build_optimizer, epoch_steps, micro_batch, talker_data
 from muomni.text import TextProcessor
-from muomni.training import (
-    Run,
-    add_run_args,
-    load_run_config,
-    maybe_compile,
-    precision_name,
-    unwrap,
-    write_json,
-)
+from muomni.training.cli import add_run_args, load_run_config
+from muomni.training.device import maybe_compile, precision_name, unwrap
+from muomni.training.run import Run
 
 
 @dataclass

@@ -54,7 +54,10 @@ from muomni.pretrained import is_pretrained_name, parse_name, universal_state_di
 from muomni.samples import vocoder_samples
 from muomni.speech_check import SpeechCheck, vocoder_wavs
 from muomni.synthesis import MEL_FROM, load_talker
-from muomni.training import BatchOrder, Run, add_run_args, load_run_config, make_grad_scaler
+from muomni.training.cli import add_run_args, load_run_config
+from muomni.training.device import make_grad_scaler
+from muomni.training.run import Run
+from muomni.training.schedule import BatchOrder
 
 
 @dataclass

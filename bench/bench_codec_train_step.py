@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from muomni.config import load_config  # noqa: E402
 from muomni.models.codec import CodecModel, weighted_loss  # noqa: E402
-from muomni.training import autocast  # noqa: E402
+from muomni.training.device import autocast  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("train_codec", ROOT / "train_codec.py")
 train_codec = sys.modules.setdefault("train_codec", importlib.util.module_from_spec(_spec))

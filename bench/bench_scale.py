@@ -37,7 +37,7 @@ from muomni.models.codec import CodecConfig, CodecModel, weighted_loss  # noqa: 
 from muomni.models.hifigan import HiFiGANConfig  # noqa: E402
 from muomni.models.talker import Talker, TalkerConfig, build_talker, talker_config  # noqa: E402
 from muomni.models.talker.generate import compiled_decode_step, decode_one, kv_caches, prefill  # noqa: E402
-from muomni.training import amp_dtype, autocast, make_grad_scaler, maybe_compile  # noqa: E402
+from muomni.training.device import amp_dtype, autocast, make_grad_scaler, maybe_compile  # noqa: E402
 
 THREADS = 1  # per measurement: the figures compare like with like on a shared machine
 STEPS = 4  # timed steps after the warm-up

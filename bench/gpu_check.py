@@ -42,7 +42,7 @@ from muomni.models.codec import FRAMES_PER_TOKEN, CodecConfig, CodecModel  # noq
 from muomni.models.hifigan import Generator, HiFiGANConfig  # noqa: E402
 from muomni.models.talker import Talker, TalkerConfig  # noqa: E402
 from muomni.models.talker.generate import generate  # noqa: E402
-from muomni.training import select_device  # noqa: E402
+from muomni.training.device import select_device  # noqa: E402
 
 BUDGET_GB = 12.0
 # vocoder_universal: the pretrained universal generator's fine-tune (its architecture behind the mel adapter, at

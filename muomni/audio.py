@@ -12,7 +12,6 @@ silently differ from librosa's.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import librosa
@@ -20,6 +19,8 @@ import numpy as np
 import soundfile as sf
 import torch
 from torch import nn
+
+from muomni.files import atomic_path
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
@@ -70,16 +71,8 @@ def save_wav(path: str | os.PathLike, wav: np.ndarray | torch.Tensor, sample_rat
     if isinstance(wav, torch.Tensor):
         wav = wav.detach().float().cpu().numpy()
     wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, wav, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def num_frames(n_samples: int) -> int:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .export import META, WEIGHTS, load_exported
+from .files import atomic_path
 
 CHECKPOINT_VERSION = 1
 STEP_PATTERN = re.compile(r"^step_(\d{8})\.pt$")
@@ -31,21 +31,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     If anything fails, the temp file is removed and whatever was at path is untouched.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path, mkdir=False) as tmp, open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(err, Exception):
-            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
-            raise CheckpointError(f"could not write checkpoint {path}: {reason}; "
-                                  "earlier checkpoints are intact") from err
-        raise
+    except Exception as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise CheckpointError(f"could not write checkpoint {path}: {reason}; earlier checkpoints are intact") from err
 
 
 def load_checkpoint(path: str | Path, stage: str | None = None) -> dict[str, Any]:

@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from .asr import whisper_available
+from .checkpoint import step_checkpoints
 from .config import read_json_with_base
 from .data import corpus_fingerprint
+from .files import write_json
 from .listening import write_listening_page
 from .models.codec import codec_hash, load_codec
 from .mos import FIELD_LABELS, FIELDS
 from .pretrained import PretrainedMissing, weights_path
-from .training import step_checkpoints, write_json
 
 PY = sys.executable
 CONFIGS = Path("configs/demo")

@@ -150,7 +150,7 @@ def broadcast_tensor(t: torch.Tensor) -> torch.Tensor:
 def gather_batch(z: torch.Tensor) -> torch.Tensor:
     """The global batch (B, T, D) from every rank's share (B_r, T, D); identity in one process.
 
-    Ranks hold interleaved shares (``muomni.training.BatchOrder``: rank r takes items r, r + world, ...), so
+    Ranks hold interleaved shares (``muomni.training.schedule.BatchOrder``: rank r takes items r, r + world, ...), so
     item b of the global batch is item b // world of rank b % world: the order one process sees.
     """
     if not is_distributed():

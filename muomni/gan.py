@@ -24,7 +24,9 @@ from muomni.models.hifigan import (
     weighted_total,
 )
 from muomni.models.universal import build_generator, refiner_loss, stft_loss
-from muomni.training import BatchOrder, Run, autocast, maybe_compile
+from muomni.training.device import autocast, maybe_compile
+from muomni.training.run import Run
+from muomni.training.schedule import BatchOrder
 
 
 @dataclass

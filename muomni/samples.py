@@ -18,10 +18,10 @@ from muomni.data.cache import MelCache
 from muomni.data.corpus import Item
 from muomni.data.talker import TalkerItem
 from muomni.data.vocoder import AudioCache
+from muomni.files import write_json
 from muomni.metrics import heldout_mel_l1
 from muomni.models.griffinlim import mel_to_wav
 from muomni.synthesis import TalkerBundle, codes_to_mel, probs_to_mel, text_to_codes
-from muomni.training import write_json
 
 
 @torch.no_grad()

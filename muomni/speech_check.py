@@ -43,9 +43,11 @@ from torch import nn
 
 from muomni.asr import load_asr
 from muomni.audio import load_audio, log_mel, save_wav
+from muomni.files import write_json
 from muomni.models.griffinlim import mel_to_wav
 from muomni.synthesis import TalkerBundle, synthesize_with_mels
-from muomni.training import Run, rng_state, set_rng_state, write_json
+from muomni.training.rng import rng_state, set_rng_state
+from muomni.training.run import Run
 from muomni.wer import utterance_word_error, word_error_rate
 
 # The naturalness judge's module: ``load_mos(name)`` -> None or a scorer with ``label`` and ``score(wavs)``

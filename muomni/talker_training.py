@@ -17,7 +17,9 @@ from muomni.distributed import rank_shares
 from muomni.models.codec import codec_hash, load_codec
 from muomni.models.talker import AnyTalkerConfig, TalkerOutput
 from muomni.text import TextProcessor
-from muomni.training import BatchOrder, Run, autocast, lr_lambda, make_grad_scaler
+from muomni.training.device import autocast, make_grad_scaler
+from muomni.training.run import Run
+from muomni.training.schedule import BatchOrder, lr_lambda
 
 
 def talker_data(cfg, run: Run) -> tuple[Corpus, nn.Module, TextProcessor, TalkerData]:

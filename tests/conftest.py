@@ -64,9 +64,9 @@ def tiny_talker(flite_corpus: Path, tmp_path_factory: pytest.TempPathFactory) ->
     import torch
 
     import train_talker
+    from muomni.checkpoint import save_checkpoint
     from muomni.data.tokenize import main as tokenize_main
     from muomni.models.codec import CodecConfig, CodecModel, codec_to_dict
-    from muomni.training import save_checkpoint
 
     tmp = tmp_path_factory.mktemp("talker")
     torch.manual_seed(0)

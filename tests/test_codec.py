@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from muomni.checkpoint import CheckpointError, save_checkpoint
 from muomni.config import ConfigError
 from muomni.data import tokenize as tok
 from muomni.models.codec import (
@@ -24,7 +25,6 @@ from muomni.models.codec import (
     spectral_losses,
 )
 from muomni.models.quantize import STRAIGHT_THROUGH, EuclideanCodebook, ResidualVQ, codebook_usage, nearest
-from muomni.training import CheckpointError, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("train_codec", ROOT / "train_codec.py")

@@ -26,7 +26,8 @@ from conftest import TINY_CODEC
 import train_codec
 import train_talker
 import train_vocoder
-from muomni.training import EXIT_STOPPED, CheckpointError, load_checkpoint, step_checkpoints
+from muomni.checkpoint import CheckpointError, load_checkpoint, step_checkpoints
+from muomni.training.stop import EXIT_STOPPED
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCODER_MODEL = {"upsample_initial_channel": 32, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 2]],

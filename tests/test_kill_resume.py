@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from muomni.training import load_checkpoint, step_checkpoints
+from muomni.checkpoint import load_checkpoint, step_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 4

@@ -18,6 +18,7 @@ pytest.importorskip("onnxruntime", reason="the export extra is installed by make
 from muomni import onnx_runtime, synthesis  # noqa: E402
 from muomni.__main__ import main as muomni_main  # noqa: E402
 from muomni.audio import HOP_LENGTH  # noqa: E402
+from muomni.checkpoint import save_checkpoint  # noqa: E402
 from muomni.griffinlim_numpy import GriffinLim  # noqa: E402
 from muomni.models.codec import CodecConfig, CodecModel  # noqa: E402
 from muomni.models.griffinlim import griffin_lim_from, magnitude_of  # noqa: E402
@@ -27,7 +28,6 @@ from muomni.models.talker.generate import decode_one, kv_caches, prefill  # noqa
 from muomni.onnx_export import export_onnx  # noqa: E402
 from muomni.streaming import snr_db  # noqa: E402
 from muomni.text import TextProcessor  # noqa: E402
-from muomni.training import save_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAPH_ATOL = 1e-4  # float32 graphs against eager PyTorch: operator order only

@@ -20,7 +20,8 @@ import pytest
 import soundfile as sf
 from conftest import TINY_CODEC, tone, write_wav
 
-from muomni.training import EXIT_STOPPED, load_checkpoint, step_checkpoints
+from muomni.checkpoint import load_checkpoint, step_checkpoints
+from muomni.training.stop import EXIT_STOPPED
 
 ROOT = Path(__file__).resolve().parents[1]
 # file stem -> the reason kind the checker must give (None: a valid file that must load)

@@ -47,18 +47,19 @@ def _worker(rank: int, world: int, port: int, script: str, argv: list[str], dump
     faulthandler.dump_traceback_later(LAUNCH_TIMEOUT_S - 15, exit=True)
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(script).parent))  # the repository root the script lives in
-    from muomni import training
+    from muomni.training.device import unwrap
+    from muomni.training.run import Run
 
-    original = training.Run.save
+    original = Run.save
 
     def save(self, step, objects, metric=None, extra=None):
         names = ["model"] if "model" in objects else ["generator", "discriminators"]
         state = {f"{name}.{k}": v.detach().cpu().clone()
-                 for name in names for k, v in training.unwrap(objects[name]).state_dict().items()}
+                 for name in names for k, v in unwrap(objects[name]).state_dict().items()}
         torch.save(state, Path(dump) / f"rank{self.rank}_step{step:08d}.pt")
         return original(self, step, objects, metric, extra)
 
-    training.Run.save = save
+    Run.save = save
     spec = importlib.util.spec_from_file_location(Path(script).stem, script)
     module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

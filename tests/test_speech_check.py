@@ -20,10 +20,11 @@ from PIL import Image
 import muomni.speech_check as speech_check
 import train_codec
 import train_talker
+from muomni.checkpoint import load_checkpoint
 from muomni.config import ConfigError, DataConfig, TrainConfig, apply_overrides
 from muomni.data.corpus import Item
 from muomni.plot import plot_run
-from muomni.training import Run, load_checkpoint
+from muomni.training.run import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VOCODER = ["model.upsample_initial_channel=32", "model.resblock_kernel_sizes=[3]",

@@ -14,6 +14,7 @@ import torch
 import infer_tts
 from muomni import synthesis
 from muomni.audio import load_audio, log_mel
+from muomni.checkpoint import save_checkpoint
 from muomni.models.codec import CodecConfig, CodecModel
 from muomni.models.griffinlim import (
     griffin_lim_from,
@@ -33,7 +34,6 @@ from muomni.streaming import (
     hifigan_radius,
     snr_db,
 )
-from muomni.training import save_checkpoint
 
 SNR_EXACT_DB = 80.0  # streamed vs offline HiFi-GAN audio with the full receptive field: float rounding only
 CODECS = {"default": {}, "codec_tiny": {"n_blocks": 6, "dilations": [1, 2, 4]},

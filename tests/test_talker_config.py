@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from muomni.checkpoint import config_mismatch
 from muomni.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
 from muomni.models.talker import (
     TalkerConfig,
@@ -18,7 +19,6 @@ from muomni.models.talker import (
     talker_config,
 )
 from muomni.models.talker.config import TalkerSection
-from muomni.training import config_mismatch
 
 PINS = json.loads((Path(__file__).resolve().parents[1] / "tests" / "state_dicts.json").read_text())
 OLD = {name: pin["config"] for name, pin in PINS.items() if pin["kind"] == "talker"}  # flat dicts of 1d736d9

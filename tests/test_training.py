@@ -10,17 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from muomni.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, step_checkpoints
 from muomni.config import ConfigError, DataConfig, TrainConfig, apply_overrides
-from muomni.training import (
-    BatchOrder,
-    CheckpointError,
-    Run,
-    TrainingError,
-    load_checkpoint,
-    lr_lambda,
-    save_checkpoint,
-    step_checkpoints,
-)
+from muomni.training.run import Run
+from muomni.training.schedule import BatchOrder, lr_lambda
+from muomni.training.stop import TrainingError
 
 
 @dataclass
@@ -287,7 +281,7 @@ def _cpu_flags() -> set[str]:
 def test_cpu_precision_picks_bf16_only_where_asked_or_native():
     """fp32 never casts, bf16 always does, auto only where the CPU has bf16 in hardware (its cpuinfo flags);
     train.amp (enabled) governs CUDA only, so it does not turn a CPU bf16 choice off."""
-    from muomni.training import amp_dtype, autocast, cpu_has_native_bf16, precision_name
+    from muomni.training.device import amp_dtype, autocast, cpu_has_native_bf16, precision_name
 
     cpu = torch.device("cpu")
     assert cpu_has_native_bf16() == bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
@@ -303,7 +297,7 @@ def test_cpu_precision_picks_bf16_only_where_asked_or_native():
 
 
 def test_a_failed_write_text_leaves_the_old_file_and_no_temp_file(tmp_path):
-    from muomni.training import write_text
+    from muomni.files import write_text
 
     target = tmp_path / "stats.json"
     write_text(target, "old\n")

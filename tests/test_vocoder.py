@@ -14,11 +14,11 @@ import torch
 
 from muomni import synthesis
 from muomni.audio import HOP_LENGTH, log_mel
+from muomni.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from muomni.data.vocoder import AudioCache, random_segments
 from muomni.models.discriminators import Discriminators
 from muomni.models.griffinlim import griffin_lim, linear_magnitude, mel_to_wav, spectral_convergence
 from muomni.models.hifigan import Generator, HiFiGANConfig
-from muomni.training import CheckpointError, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"upsample_initial_channel": 32, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 2]],
@@ -179,7 +179,7 @@ def test_the_mel_term_is_the_l1_of_log_magnitude_mels():
     L1 is twice as large: the generator's mel term must be the L1 of log(sqrt(mel power))."""
     from muomni.audio import LOG_FLOOR, MelSpectrogram, mel_basis
     from muomni.gan import build_gan, micro_batch
-    from muomni.training import make_grad_scaler
+    from muomni.training.device import make_grad_scaler
 
     train = _train_module()
     tc = train.VocoderTrainConfig(batch_size=1, grad_accum=1)

@@ -84,8 +84,8 @@ def test_init_from_universal_fine_tunes_two_steps_end_to_end(tmp_path, flite_cor
     """configs/vocoder_universal.json from the pretrained weights on muomni's mels through the adapter: the
     generator starts at the universal weights (moved only a little by two small steps), the discriminators
     fresh, and the run folder loads as a vocoder that maps muomni's mel to 16 kHz audio."""
+    from muomni.checkpoint import load_checkpoint
     from muomni.pretrained import universal_state_dict
-    from muomni.training import load_checkpoint
 
     train = _train_module()
     cfg = {"base": str(Path(train.__file__).parent / "configs" / "vocoder_universal.json"),
@@ -120,8 +120,8 @@ def test_the_adapter_alone_trains_from_universal_and_the_generator_stays_as_ship
                                                                                     keep_signal_handlers):
     """configs/vocoder_universal_adapter.json: the refiner trains by regression onto the real audio's mel; every
     generator weight in the checkpoint is the shipped one; the run loads as a vocoder."""
+    from muomni.checkpoint import load_checkpoint
     from muomni.pretrained import universal_state_dict
-    from muomni.training import load_checkpoint
 
     train = _train_module()
     cfg = {"base": str(Path(train.__file__).parent / "configs" / "vocoder_universal_adapter.json"),

@@ -14,13 +14,13 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from muomni import audio
+from muomni.files import atomic_path
 from muomni.data.corpus import Item
 
 CACHE_VERSION = 1
@@ -80,10 +80,9 @@ def write_rows(npy_path: Path, index_path: Path, arrays, dtype: str, width: int,
     renamed data first, index last, so an interrupted build never leaves a cache that looks valid. The
     temporary names are unique per call: two runs that build the same cache at once (two trainings on one
     corpus) each write their own and the last rename wins, both with the same content."""
-    tmp_npy, tmp_index = (_temp_beside(p) for p in (npy_path, index_path))
     offsets, lengths, total = [], [], 0
-    try:
-        with open(tmp_npy, "wb") as f:
+    with atomic_path(index_path) as tmp_index:
+        with atomic_path(npy_path) as tmp_npy, open(tmp_npy, "wb") as f:  # data renamed first, index last
             f.write(b"\0" * _HEADER_BYTES)
             for array in arrays:
                 f.write(np.ascontiguousarray(array, dtype=dtype).tobytes())
@@ -94,19 +93,7 @@ def write_rows(npy_path: Path, index_path: Path, arrays, dtype: str, width: int,
             f.write(_npy_header(total, dtype, width))
         index = {**index, "offsets": offsets, "lengths": lengths}
         tmp_index.write_text(json.dumps(index))
-        os.replace(tmp_npy, npy_path)
-        os.replace(tmp_index, index_path)
-    finally:
-        for tmp in (tmp_npy, tmp_index):
-            tmp.unlink(missing_ok=True)
     return index
-
-
-def _temp_beside(path: Path) -> Path:
-    """A new, empty, uniquely named temporary file in path's folder (so the final rename is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def _npy_header(rows: int, dtype: str, width: int) -> bytes:

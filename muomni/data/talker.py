@@ -165,7 +165,7 @@ class TalkerData:
         return len(self.train) / min(self.tcfg.batch_size, len(self.train))
 
     def bucket_order(self, seed: int, rank: int = 0, world: int = 1) -> BucketOrder:
-        """Dynamic batching's order of the train items (fixed batching uses muomni.training.BatchOrder)."""
+        """Dynamic batching's order of the train items (fixed batching uses muomni.training.schedule.BatchOrder)."""
         costs = [(min(len(u.text_ids), self.max_text), min(len(u.codes), self.max_frames)) for u in self.train]
         return BucketOrder(costs, self.tcfg.max_tokens, seed, rank, world, self.tcfg.length_multiple,
                            (self.max_text, self.max_frames))

@@ -156,7 +156,7 @@ def random_segments(data: AudioCache, indices: list[int], segment: int) -> tuple
 
 
 class Order(Protocol):
-    """A resumable batch order (muomni.training.BatchOrder): ``next()`` -> the next batch's item indices."""
+    """A resumable batch order (muomni.training.schedule.BatchOrder): ``next()`` -> the next batch's item indices."""
 
     def next(self) -> list[int]: ...
 

@@ -34,48 +34,5 @@ The parts, one responsibility each:
     device.py        device choice, autocast and grad scaler, torch.compile, unwrap
     schedule.py      the learning-rate schedule and the resumable batch order
     rng.py           seeding and RNG states as plain types
-    files.py         atomic text and JSON writes
     cli.py           the command-line arguments every stage shares
 """
-
-from muomni.checkpoint import (
-    CHECKPOINT_VERSION,
-    CheckpointError,
-    config_mismatch,
-    load_checkpoint,
-    save_checkpoint,
-    step_checkpoints,
-)
-from muomni.config import CPU_PRECISIONS, ConfigError, config_to_dict, load_config
-from muomni.distributed import any_ranks, barrier, broadcast_object, gather_object, init_distributed
-
-from .cli import add_run_args, load_run_config
-from .device import (
-    amp_dtype,
-    autocast,
-    cpu_has_native_bf16,
-    make_grad_scaler,
-    maybe_compile,
-    precision_name,
-    select_device,
-    unwrap,
-)
-from .files import write_json, write_text
-from .folder import MIN_FREE_BYTES
-from .rng import rng_state, seed_everything, set_rng_state
-from .run import Run
-from .schedule import BatchOrder, lr_lambda
-from .step import StepResult, finite_flags
-from .stop import EXIT_STATUS_HELP, EXIT_STOPPED, TrainingError
-
-# Every name this module offered when it was one file; the checkpoint, config and distributed names are
-# re-exported because stage scripts and tests import them from here.
-__all__ = [
-    "CHECKPOINT_VERSION", "EXIT_STATUS_HELP", "EXIT_STOPPED", "MIN_FREE_BYTES", "BatchOrder", "CheckpointError",
-    "CPU_PRECISIONS", "ConfigError", "Run", "StepResult", "TrainingError", "add_run_args", "amp_dtype", "any_ranks",
-    "autocast", "cpu_has_native_bf16",
-    "barrier", "broadcast_object", "config_mismatch", "config_to_dict", "finite_flags", "gather_object",
-    "init_distributed", "load_checkpoint", "load_config", "load_run_config", "lr_lambda", "make_grad_scaler",
-    "maybe_compile", "precision_name", "rng_state", "save_checkpoint", "seed_everything", "select_device",
-    "set_rng_state", "step_checkpoints", "unwrap", "write_json", "write_text",
-]

@@ -10,7 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .files import write_json
+from muomni.files import write_json
+
 from .stop import TrainingError
 
 MIN_FREE_BYTES = 64 * 2**20

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .files import write_text
+from muomni.files import write_text
 
 
 class RunLog:
