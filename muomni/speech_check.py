@@ -192,7 +192,7 @@ class SpeechCheck:
         setting = f"{self.asr.label}|{self.judge.label if self.judge else ''}|griffinlim {GRIFFIN_LIM_ITERS}"
         names = [f"{it.id}|{Path(it.path).stat().st_size}" for it in self.items]  # a rebuilt corpus: other sizes
         key = hashlib.sha256(json.dumps([setting, names]).encode()).hexdigest()[:16]
-        stats = self.run.read_stats()
+        stats = self.run.folder.read_stats()
         if stats.get("speech_reference", {}).get("key") == key:
             return stats["speech_reference"]
         cached = (_read_json(self.cache).get(setting, {}) if self.cache else {})
@@ -208,7 +208,7 @@ class SpeechCheck:
                 write_json(self.cache, on_disk)
         reference = {"key": key, "asr": self.asr.label, "items": len(self.items),
                      **{system: self._summary([cached[name][system] for name in names]) for system in REFERENCES}}
-        self.run.write_stats({**self.run.read_stats(), "speech_reference": reference})
+        self.run.folder.update_stats(speech_reference=reference)
         return reference
 
     def _keep(self, step: int, minutes: float, wavs: list[np.ndarray], rows: list[dict], scores: dict) -> None:

@@ -25,6 +25,7 @@ from muomni.models.codec import (
     spectral_losses,
 )
 from muomni.models.quantize import STRAIGHT_THROUGH, EuclideanCodebook, ResidualVQ, codebook_usage, nearest
+from muomni.stages import codec as codec_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("train_codec", ROOT / "train_codec.py")
@@ -220,11 +221,11 @@ def test_forward_returns_every_named_loss_and_the_trainer_weights_only_known_nam
     out = model(torch.randn(2, 40, 128))
     assert set(out.losses) == {*LOSSES, "commit"}
     assert all(v.dim() == 0 and torch.isfinite(v) for v in out.losses.values())
-    train_codec.CodecTrainConfig(loss_weights={"recon": 1.0, "l1": 1.0, "delta_time": 0.5, "commit": 0.25})
+    codec_stage.CodecTrainConfig(loss_weights={"recon": 1.0, "l1": 1.0, "delta_time": 0.5, "commit": 0.25})
     with pytest.raises(ConfigError, match="unknown loss 'l2'"):
-        train_codec.CodecTrainConfig(loss_weights={"recon": 1.0, "l2": 1.0})
+        codec_stage.CodecTrainConfig(loss_weights={"recon": 1.0, "l2": 1.0})
     with pytest.raises(ConfigError, match="every weight is 0"):
-        train_codec.CodecTrainConfig(loss_weights={"recon": 0.0, "commit": 0})
+        codec_stage.CodecTrainConfig(loss_weights={"recon": 0.0, "commit": 0})
 
 
 def test_a_codec_of_the_old_architecture_loads_with_the_new_fields_at_their_defaults():

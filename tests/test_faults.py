@@ -27,6 +27,7 @@ import train_codec
 import train_talker
 import train_vocoder
 from muomni.checkpoint import CheckpointError, load_checkpoint, step_checkpoints
+from muomni.stages import codec as codec_stage
 from muomni.training.stop import EXIT_STOPPED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,13 +143,13 @@ def injected(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
 
-    class PoisonedCodec(train_codec.CodecModel):  # NaN latents: a diverging encoder
+    class PoisonedCodec(codec_stage.CodecModel):  # NaN latents: a diverging encoder
         def __init__(self, cfg):
             super().__init__(cfg)
             self.encoder.register_forward_hook(
                 lambda module, args, out: out * float("nan") if module.training and _fire("nan_batch") else None)
 
-    monkeypatch.setattr(train_codec, "CodecModel", PoisonedCodec)
+    monkeypatch.setattr(codec_stage, "CodecModel", PoisonedCodec)
 
     real_build = train_talker.build_talker
 
@@ -299,7 +300,7 @@ def test_nan_latents_leave_every_codebook_buffer_bit_identical(flite_corpus: Pat
     poison_at, steps = 10, 30
     snapshots: list[dict[str, torch.Tensor]] = []
 
-    class Watched(train_codec.CodecModel):
+    class Watched(codec_stage.CodecModel):
         def __init__(self, cfg):
             super().__init__(cfg)
             calls = [0]
@@ -314,7 +315,7 @@ def test_nan_latents_leave_every_codebook_buffer_bit_identical(flite_corpus: Pat
 
             self.encoder.register_forward_hook(hook)
 
-    monkeypatch.setattr(train_codec, "CodecModel", Watched)
+    monkeypatch.setattr(codec_stage, "CodecModel", Watched)
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = stage_args("codec", tmp_path, "nan", steps, flite_corpus, {})

@@ -49,7 +49,7 @@ def _train(cfg, resume=False, stop_at=None, nan_at=()):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.train))
     order = BatchOrder(len(x), cfg.train.batch_size, cfg.train.seed)
     objects = {"model": model, "optim": opt, "sched": sched, "order": order}
-    step = run.restore(run.resume_payload(), objects)
+    step = run.restore(run.checkpoints.resume_payload(), objects)
     losses = {}
     while step < cfg.train.steps:
         idx = order.next()
@@ -58,7 +58,7 @@ def _train(cfg, resume=False, stop_at=None, nan_at=()):
             loss = loss * float("nan")
         opt.zero_grad()
         loss.backward()
-        run.optimizer_step(step + 1, opt, model.parameters(), clip=1.0, loss=loss)
+        run.guard.optimizer_step(step + 1, opt, model.parameters(), clip=1.0, loss=loss)
         sched.step()
         step += 1
         losses[step] = loss.item()
@@ -115,7 +115,7 @@ def test_damaged_newest_checkpoint_is_skipped(tmp_path, capsys):
     newest = tmp_path / "toy" / "step_00000008.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # half-written
     run = Run(cfg, "toy", _args(resume=True))
-    assert run.resume_payload()["step"] == 4
+    assert run.checkpoints.resume_payload()["step"] == 4
     assert "step_00000008.pt" in capsys.readouterr().err
 
 
@@ -144,7 +144,7 @@ def test_fresh_run_refuses_to_clobber_and_model_change_refuses_resume(tmp_path):
         Run(_cfg(tmp_path, steps=4), "toy", _args())
     changed = apply_overrides(_cfg(tmp_path, steps=8), ["model.width=8"])
     with pytest.raises(CheckpointError, match="model.width"):
-        Run(changed, "toy", _args(resume=True)).resume_payload()
+        Run(changed, "toy", _args(resume=True)).checkpoints.resume_payload()
 
 
 def test_unwritable_run_folder_fails_before_training(tmp_path):
@@ -193,13 +193,13 @@ def test_max_minutes_stops_at_a_step_boundary_and_resume_continues(tmp_path, mon
         if step == cfg.train.steps or run.stop_requested:
             run.save(step, objects)
     assert run.finish(step) == 0  # a time budget is a normal end
-    assert (step, run.out_of_time) == (3, True)
-    assert run.read_stats()["ended"]["reason"] == "max_minutes"
+    assert (step, run.stopper.out_of_time) == (3, True)
+    assert run.folder.read_stats()["ended"]["reason"] == "max_minutes"
     assert [s for s, _ in step_checkpoints(tmp_path / "toy")] == [3]
 
     resumed = Run(_cfg(tmp_path, steps=10, save_every=100), "toy", _args(resume=True))
-    assert resumed.restore(resumed.resume_payload(), objects) == 3
-    assert not resumed.stop_requested and not resumed.out_of_time  # no budget this time
+    assert resumed.restore(resumed.checkpoints.resume_payload(), objects) == 3
+    assert not resumed.stop_requested and not resumed.stopper.out_of_time  # no budget this time
     resumed.close()
 
 
@@ -214,7 +214,7 @@ def _scaled_step(run, model, opt, scaler, step, poison=False):
     scaler.scale(loss).backward()
     if poison:  # an fp16 overflow: one gradient is inf, the loss is finite
         model.weight.grad[0, 0] = float("inf")
-    return run.optimizer_step(step, opt, model.parameters(), scaler, clip=1.0, loss=loss)
+    return run.guard.optimizer_step(step, opt, model.parameters(), scaler, clip=1.0, loss=loss)
 
 
 def test_fp16_overflow_is_skipped_counted_and_the_scaler_recovers(tmp_path):
@@ -228,7 +228,7 @@ def test_fp16_overflow_is_skipped_counted_and_the_scaler_recovers(tmp_path):
     result = _scaled_step(run, model, opt, scaler, 1, poison=True)
     assert (result.accepted, result.overflow) == (False, True)
     assert torch.equal(model.weight, before) and scaler.get_scale() == 2.0**15
-    assert (run.overflow_steps, run.bad_steps) == (1, 0)  # max_bad_steps=1 would have stopped a bad step
+    assert (run.guard.overflow_steps, run.guard.bad_steps) == (1, 0)  # max_bad_steps=1 would have stopped a bad step
     for step in (2, 3):  # unscale_ after the skipped step must not raise ("unscale_() has already been called")
         assert _scaled_step(run, model, opt, scaler, step).accepted
     assert not torch.equal(model.weight, before)
@@ -244,7 +244,7 @@ def test_inf_gradient_without_a_scaler_is_a_bad_step(tmp_path):
     scaler = torch.amp.GradScaler("cpu", enabled=False)  # bf16 / fp32: an inactive scaler
     before = model.weight.detach().clone()
     assert not _scaled_step(run, model, opt, scaler, 1, poison=True).accepted
-    assert torch.equal(model.weight, before) and (run.bad_steps, run.overflow_steps) == (1, 0)
+    assert torch.equal(model.weight, before) and (run.guard.bad_steps, run.guard.overflow_steps) == (1, 0)
     assert _scaled_step(run, model, opt, scaler, 2).accepted  # a good step resets the count in a row
     assert not _scaled_step(run, model, opt, scaler, 3, poison=True).accepted
     with pytest.raises(TrainingError, match="2 non-finite steps in a row"):
@@ -258,12 +258,12 @@ def test_stop_requested_is_a_plain_read_until_the_step_boundary(tmp_path):
     run = Run(_cfg(tmp_path), "toy", _args())
     previous = signal.getsignal(signal.SIGINT)
     try:
-        run._install_signal_handlers()
+        run.stopper.install_signal_handlers()
         os.kill(os.getpid(), signal.SIGTERM)
         assert not run.stop_requested  # read twice mid-step: unchanged until the step ends
         assert not run.stop_requested
         assert run.step_done() and run.stop_requested
-        assert run.finish(5) == 130 and run.read_stats()["ended"] == {
+        assert run.finish(5) == 130 and run.folder.read_stats()["ended"] == {
             "reason": "signal", "step": 5, "bad_steps": 0, "overflow_steps": 0}
     finally:
         signal.signal(signal.SIGINT, previous)

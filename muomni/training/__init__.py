@@ -1,18 +1,19 @@
 """Shared training machinery: runs, checkpoints, resume, logging, AMP, compile, DDP (docs/DESIGN.md §7).
 
-Every stage script builds its objects, then hands them to a :class:`Run` by name::
+Every stage (``muomni.stages``) builds its objects, then hands them to a :class:`Run` by name::
 
     run = Run(cfg, "codec", args)
     objects = {"model": model, "optim": opt, "sched": sched, "scaler": scaler, "order": order}
-    step = run.restore(run.resume_payload(), objects)      # 0 on a fresh run
+    step = run.restore(run.checkpoints.resume_payload(), objects)      # 0 on a fresh run
     ...
     run.save(step, objects, metric=heldout_loss)
 
 A checkpoint is a plain dict (tensors, numbers, strings, lists) written to a temp file and
 renamed, and loaded with ``torch.load(..., weights_only=True)``: it never runs code.
 
-Every optimizer step goes through :meth:`Run.optimizer_step` (unscale, clip, one finite check,
-step, scaler update), and every training step ends with :meth:`Run.step_done`, the one place where
+Every optimizer step goes through ``run.guard.optimizer_step`` (:meth:`StepGuard.optimizer_step`: unscale,
+clip, one finite check, step, scaler update), and every training step ends with :meth:`Run.step_done`, the one
+place where
 a stop (a signal, ``train.max_minutes``) is agreed. The stages stop the same way; their exit status:
 
 - 0: the run reached ``train.steps``, or ``train.max_minutes`` ran out (a checkpoint is saved at the

@@ -80,7 +80,7 @@ class Checkpointer:
             best = stats.get("best_metric", math.inf) if stats.get("best_by", "loss") == best_by else math.inf
             if metric < best:
                 save_checkpoint(self.dir / "best.pt", payload)
-                self.folder.write_stats({**stats, "best_metric": metric, "best_step": step, "best_by": best_by})
+                self.folder.update_stats(best_metric=metric, best_step=step, best_by=best_by)
         for _, old in step_checkpoints(self.dir)[:-self.cfg.train.keep_last]:
             old.unlink(missing_ok=True)
         return path

@@ -38,30 +38,30 @@ class RunFolder:
                                 f"at least {MIN_FREE_BYTES // 2**20} MiB are needed for checkpoints")
 
     def begin(self, config: dict[str, Any]) -> None:
-        """Write the effective config; a run that goes on has not ended until it says so again."""
+        """Write the effective config (config.json has no other writer); a run that goes on has not ended
+        until it says so again."""
         write_json(self.dir / "config.json", config)
-        stats = self.read_stats()
-        if "ended" in stats:
-            del stats["ended"]
-            self.write_stats(stats)
+        self.update_stats(ended=None)
 
     def read_stats(self) -> dict[str, Any]:
         path = self.dir / "stats.json"
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def write_stats(self, stats: dict[str, Any]) -> None:
-        if self.is_main:
+    def update_stats(self, **entries: Any) -> None:
+        """The one writer of stats.json: set each entry (None removes it), keep the others; rank 0 only.
+
+        What it holds: ``data`` (what the run trains on: corpus and codec fingerprints, so that a rerun such as
+        the demo can tell a finished run of other data from its own), ``mel_mean``/``mel_std`` (the codec's
+        normalisation), the Talker's item counts, ``griffinlim_mel_l1`` (the vocoder's baseline),
+        ``speech_reference``, ``best_metric``/``best_step``/``best_by``, and ``ended`` (why the run stopped)."""
+        if not self.is_main:
+            return
+        before = self.read_stats()
+        stats = {**before, **entries}
+        for key in [k for k, v in entries.items() if v is None]:
+            del stats[key]
+        if stats != before or not (self.dir / "stats.json").is_file() and stats:
             write_json(self.dir / "stats.json", stats)
-
-    def record_data(self, **fingerprints: str) -> None:
-        """Note what this run trains on (stats.json "data": e.g. corpus=corpus_fingerprint(...), codec=
-        codec_hash(...)), so that a rerun (the demo) can tell a finished run of other data from its own."""
-        if self.is_main:
-            self.write_stats({**self.read_stats(), "data": dict(fingerprints)})
-
-    def record_end(self, ended: dict[str, Any]) -> None:
-        if self.is_main:
-            self.write_stats({**self.read_stats(), "ended": ended})
 
     def sample_dir(self, step: int) -> Path:
         path = self.dir / "samples" / f"step_{step:08d}"

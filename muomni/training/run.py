@@ -2,8 +2,10 @@
 
 The run folder (:class:`RunFolder`), its log (:class:`RunLog`), its checkpoints (:class:`Checkpointer`), the
 stop control (:class:`StopControl`) and the optimizer step (:class:`StepGuard`) each hold their own state;
-``Run`` wires them together once, keeps the process-group side (DDP wrapping, rank order, teardown), and
-hands each call to the part that owns it.
+``Run`` wires them together once and keeps what spans them: the process-group side (DDP wrapping, rank order,
+teardown), the loop's clock, saving and restoring, and the run's end. Everything else is called on its part:
+``run.folder`` (stats.json, sample folders), ``run.checkpoints`` (resume payload, --init-from), ``run.guard`` (the
+optimizer step and its counts), ``run.stopper`` (why the loop stopped).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 from tqdm import tqdm
 
@@ -27,7 +28,7 @@ from .device import select_device
 from .folder import RunFolder
 from .log import RunLog
 from .rng import seed_everything
-from .step import StepGuard, StepResult
+from .step import StepGuard
 from .stop import EXIT_STOPPED, StopControl
 
 
@@ -56,7 +57,7 @@ class Run:
             self.checkpoints.check_folder()
             self.folder.begin(config_to_dict(cfg))
         seed_everything(train.seed + self.rank)
-        self._install_signal_handlers()
+        self.stopper.install_signal_handlers()
         if self.is_main and train.wandb:
             self.runlog.start_wandb(train.wandb_project, train.wandb_mode, config_to_dict(cfg))
 
@@ -69,10 +70,6 @@ class Run:
         extra = {**(extra or {}), "train_seconds": self.train_seconds}
         return self.checkpoints.save(step, objects, metric, extra, counts=self.guard.counts())
 
-    def resume_payload(self) -> dict[str, Any] | None:
-        """The newest valid step checkpoint when --resume was given, else None."""
-        return self.checkpoints.resume_payload()
-
     def restore(self, payload: dict[str, Any] | None, objects: dict[str, Any]) -> int:
         """Load every object's state, the RNGs and the metrics log from a resume payload; returns its step."""
         if payload is None:
@@ -82,10 +79,6 @@ class Run:
         self.guard.load_counts(payload)
         self.runlog.truncate(step)
         return step
-
-    def load_init(self, modules: dict[str, nn.Module]) -> None:
-        """--init-from: copy weights of the named modules from a checkpoint of this stage; step stays 0."""
-        self.checkpoints.load_init(modules)
 
     # ---- data parallel
 
@@ -112,19 +105,6 @@ class Run:
             barrier()
 
     # ---- the run folder and its log
-
-    def read_stats(self) -> dict[str, Any]:
-        return self.folder.read_stats()
-
-    def write_stats(self, stats: dict[str, Any]) -> None:
-        self.folder.write_stats(stats)
-
-    def record_data(self, **fingerprints: str) -> None:
-        """Note what this run trains on in stats.json "data" (see :meth:`RunFolder.record_data`)."""
-        self.folder.record_data(**fingerprints)
-
-    def sample_dir(self, step: int) -> Path:
-        return self.folder.sample_dir(step)
 
     def progress(self, start: int, total: int) -> tqdm:
         """The loop's progress bar; train.max_minutes counts from here."""
@@ -154,24 +134,7 @@ class Run:
     def warn(self, message: str) -> None:
         self.runlog.warn(message)
 
-    # ---- optimizer steps, non-finite steps and polite stops
-
-    @property
-    def bad_steps(self) -> int:
-        return self.guard.bad_steps
-
-    @property
-    def overflow_steps(self) -> int:
-        return self.guard.overflow_steps
-
-    @property
-    def bad_in_a_row(self) -> int:
-        return self.guard.bad_in_a_row
-
-    def optimizer_step(self, step: int, optimizer: torch.optim.Optimizer, parameters, scaler=None,
-                       clip: float = 0.0, loss: torch.Tensor | float | None = None, name: str = "") -> StepResult:
-        """The one optimizer step of every stage (see :meth:`StepGuard.optimizer_step` for the policy)."""
-        return self.guard.optimizer_step(step, optimizer, parameters, scaler, clip, loss, name)
+    # ---- polite stops
 
     @property
     def stop_requested(self) -> bool:
@@ -181,11 +144,6 @@ class Run:
     @stop_requested.setter
     def stop_requested(self, value: bool) -> None:
         self.stopper.stop = bool(value)
-
-    @property
-    def out_of_time(self) -> bool:
-        """The stop came from train.max_minutes, not from a signal."""
-        return self.stopper.out_of_time
 
     def step_done(self, n: int = 1) -> bool:
         """End of a training step: advance the progress bar and agree whether to stop.
@@ -198,22 +156,14 @@ class Run:
         self.runlog.advance(n)
         return self.stopper.step_done()
 
-    @property
-    def end_reason(self) -> str:
-        """Why the loop ended: "signal", "max_minutes" or "steps"."""
-        return self.stopper.end_reason
-
     def finish(self, step: int) -> int:
         """Record why the run ended (stats.json "ended"), close the run; returns the exit status."""
-        reason = self.end_reason
-        self.folder.record_end({"reason": reason, "step": int(step), **self.guard.counts()})
+        reason = self.stopper.end_reason
+        self.folder.update_stats(ended={"reason": reason, "step": int(step), **self.guard.counts()})
         if reason == "signal":
             self.info(f"stopped at step {step}; continue with --resume")
         self.close()
         return EXIT_STOPPED if reason == "signal" else 0
-
-    def _install_signal_handlers(self) -> None:
-        self.stopper.install_signal_handlers()
 
     def close(self) -> None:
         self.stopper.stop_clock()

@@ -44,6 +44,11 @@ class StepGuard:
         self.bad_steps = self.overflow_steps = 0
         self._in_a_row: dict[str, int] = {}  # non-finite steps in a row, per optimizer
 
+    @classmethod
+    def quiet(cls, max_bad_steps: int) -> StepGuard:
+        """A guard outside any run (a benchmark's steps): it counts, logs nothing and names no run folder."""
+        return cls(max_bad_steps, 1, Path("."), RunLog(Path("."), "step", is_main=False))
+
     @property
     def bad_in_a_row(self) -> int:
         return max(self._in_a_row.values(), default=0)
