@@ -3,8 +3,8 @@ and the whole recipe's time.
 
 Each design is a run config (a run folder's config.json, or any codec config with its "base"), optionally
 followed by ``,key=value`` overrides. Its model, optimizer, loss weights, batch size, crop length and CPU
-precision (``train.cpu_precision``) are built as train_codec.py builds them, and its forward + backward +
-optimizer step is timed on random log-mels of the training shape, in alternating rounds (A, B, C, A, B, C,
+precision (``train.cpu_precision``) are the codec stage's (muomni/stages/codec.py: new_state), and its training
+step (train_step: forward, backward, the guarded optimizer step) is timed on random log-mels of the training shape, in alternating rounds (A, B, C, A, B, C,
 ...) so that a machine shared with other jobs slows every design alike. The first design is the baseline;
 the recipe time is steps x the median seconds per step. ``make bench`` (``run()``) times the demo codec
 (32 x 16-frame crops, float32) against twice its batch under CPU bf16 autocast, at 2 threads.
@@ -16,7 +16,6 @@ the recipe time is steps x the median seconds per step. ``make bench`` (``run()`
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -29,33 +28,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from muomni.config import load_config  # noqa: E402
-from muomni.models.codec import CodecModel, weighted_loss  # noqa: E402
-from muomni.training.device import autocast  # noqa: E402
-
-_spec = importlib.util.spec_from_file_location("train_codec", ROOT / "train_codec.py")
-train_codec = sys.modules.setdefault("train_codec", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(train_codec)
+from muomni.stages import codec  # noqa: E402
 
 
 class Design:
     def __init__(self, name: str, spec: str):
         path, *overrides = spec.split(",")
-        self.name, self.cfg = name, load_config(path, train_codec.CodecRun, overrides)
+        self.name, self.cfg = name, load_config(path, codec.CodecRun, overrides)
         torch.manual_seed(0)
-        self.model = CodecModel(self.cfg.model).train()
+        self.state = codec.new_state(self.cfg, torch.device("cpu"))  # the stage's model, optimizer and step
         tc = self.cfg.train
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr)
         self.mel = torch.randn(tc.batch_size, tc.crop_frames * self.cfg.model.frames_per_token, 128)
         self.times: list[float] = []
 
     def step(self) -> None:
-        tc = self.cfg.train
-        with autocast(torch.device("cpu"), tc.amp, tc.cpu_precision):
-            out = self.model(self.mel)
-        loss = weighted_loss(out.losses, tc.loss_weights)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        codec.train_step(self.state, self.mel, 0)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -87,7 +74,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                      "s_per_step": round(per_step, 4), "code_frames_per_s": round(_frames(d) / per_step),
                      "frames_vs_baseline": round(_frames(d) / per_step / base_rate, 2),
                      "recipe_s": round(recipe, 1), "recipe_vs_baseline": round(recipe / base, 2),
-                     "params_M": round(sum(p.numel() for p in d.model.parameters()) / 1e6, 2),
+                     "params_M": round(sum(p.numel() for p in d.state.model.parameters()) / 1e6, 2),
                      "threads": args.threads})
         print(json.dumps(rows[-1]), flush=True)
     return rows

@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from muomni.audio import HOP_LENGTH, N_MELS, MelSpectrogram  # noqa: E402
-from muomni.config import TrainConfig, read_json_with_base  # noqa: E402
+from muomni.config import TrainConfig, config_from_dict, read_json_with_base  # noqa: E402
 from muomni.gan import build_gan, micro_batch  # noqa: E402
-from muomni.models.codec import CodecConfig, CodecModel, weighted_loss  # noqa: E402
 from muomni.models.hifigan import HiFiGANConfig  # noqa: E402
 from muomni.models.talker import Talker, TalkerConfig, build_talker, talker_config  # noqa: E402
 from muomni.models.talker.generate import compiled_decode_step, decode_one, kv_caches, prefill  # noqa: E402
+from muomni.stages import codec as codec_stage  # noqa: E402
 from muomni.training.device import amp_dtype, autocast, make_grad_scaler, maybe_compile  # noqa: E402
 
 THREADS = 1  # per measurement: the figures compare like with like on a shared machine
@@ -62,18 +62,13 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
     torch.manual_seed(0)
     cfg = preset_config(preset)
     scaler = make_grad_scaler(device, amp)
-    if preset.startswith("codec"):
-        model = CodecModel(CodecConfig(**cfg["model"])).to(device)
-        batch = batch or cfg["train"].get("batch_size", 16)
-        crop = cfg["train"].get("crop_frames", 16) * model.cfg.frames_per_token
-        mel = torch.randn(batch, crop, N_MELS, device=device)
-        weights = cfg["train"].get("loss_weights", {"recon": 1.0, "commit": 0.25})
-        fn, params = maybe_compile(model, compiled), list(model.parameters())
-
-        def loss():
-            with autocast(device, amp):
-                out = fn(mel)
-            return weighted_loss(out.losses, weights)
+    if preset.startswith("codec"):  # the stage's own step (stages/codec.py) on a synthetic batch of random mels
+        train = {**cfg["train"], "amp": amp, **({"batch_size": batch} if batch else {})}
+        state = codec_stage.new_state(config_from_dict({**cfg, "train": train}, codec_stage.CodecRun), device)
+        state.trained = maybe_compile(state.model, compiled)
+        batch = state.cfg.train.batch_size
+        mel = torch.randn(batch, state.cfg.train.crop_frames * state.model.cfg.frames_per_token, N_MELS, device=device)
+        return (lambda: codec_stage.train_step(state, mel, 0)), batch
 
     elif preset.startswith("talker"):
         codec = preset_config("codec_base" if "base" in preset else "codec_tiny")["model"]  # the codec it pairs with

@@ -95,6 +95,7 @@ def new_state(cfg: CodecRun, device: torch.device, guard: StepGuard | None = Non
     """The model, its optimizer, schedule and grad scaler on ``device``, and the step guard (a quiet one of its
     own when none is given)."""
     model = CodecModel(cfg.model).to(device)
+    model.rvq.defer_updates(True)  # codebook statistics change only when the step is accepted (train_step)
     opt, sched = build_optimizer(model, cfg.train)
     guard = guard or StepGuard.quiet(cfg.train.max_bad_steps)
     return CodecState(cfg, device, model, model, opt, sched, make_grad_scaler(device, cfg.train.amp), guard)
@@ -144,7 +145,6 @@ def _build(cfg: CodecRun, run: Run) -> CodecState:
              f"{precision_name(run.device, tc.amp, tc.cpu_precision)}")
     # The quantizer all-reduces its own statistics, so DDP need not broadcast the codebook buffers.
     state.trained = maybe_compile(run.wrap(state.model, forward_sync_buffers=False), tc.compile)
-    state.model.rvq.defer_updates(True)  # codebook statistics change only when the step is accepted
     return state
 
 
