@@ -3,11 +3,12 @@ and the whole recipe's time.
 
 Each design is a run config (a run folder's config.json, or any codec config with its "base"), optionally
 followed by ``,key=value`` overrides. Its model, optimizer, loss weights, batch size, crop length and CPU
-precision (``train.cpu_precision``) are the codec stage's (muomni/stages/codec.py: new_state), and its training
-step (train_step: forward, backward, the guarded optimizer step) is timed on random log-mels of the training shape, in alternating rounds (A, B, C, A, B, C,
-...) so that a machine shared with other jobs slows every design alike. The first design is the baseline;
-the recipe time is steps x the median seconds per step. ``make bench`` (``run()``) times the demo codec
-(32 x 16-frame crops, float32) against twice its batch under CPU bf16 autocast, at 2 threads.
+precision (``train.cpu_precision``) are the codec stage's (muomni/stages/codec.py: new_state), and its
+training step (train_step: forward, backward, the guarded optimizer step) is timed on random log-mels of the
+training shape, in alternating rounds (A, B, C, A, B, C, ...) so that a machine shared with other jobs slows
+every design alike. The first design is the baseline; the recipe time is steps x the median seconds per
+step. ``make bench`` (``run()``) times the demo codec (32 x 16-frame crops, float32) against twice its batch
+under CPU bf16 autocast, at 2 threads.
 
     python bench/bench_codec_train_step.py demo=configs/demo/codec.json \
         b64_bf16=configs/demo/codec.json,train.batch_size=64,train.cpu_precision=bf16 --threads 2
