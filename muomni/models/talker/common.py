@@ -1,5 +1,5 @@
-"""What both Talker families share beyond their layers: the output of a training forward, the frame limit
-of generation, and perplexity."""
+"""What both Talker families share beyond their layers: the text and speaker embeddings they start from, the
+output of a training forward, the frame limit of generation, and perplexity."""
 
 from __future__ import annotations
 
@@ -7,12 +7,35 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from muomni.models.talker.config import SharedConfig
 
 FRAME_LIMIT_FACTOR = 3  # generation stops at this many times the training max_frames ...
 MIN_FRAME_LIMIT = 64  # ... taken as at least this many frames (5.1 s at 12.5 frames/s)
 MAX_LOG_PERPLEXITY = 50.0  # exp() of a diverged cross-entropy would overflow
+
+
+class TalkerBase(nn.Module):
+    """Both families' start: the config (checked for the sizes data gives), then the text and speaker
+    embeddings, created first and under these names (their state-dict keys; tests/state_dicts.json)."""
+
+    def __init__(self, cfg: SharedConfig):
+        super().__init__()
+        cfg.require_data_fields()
+        self.cfg = cfg
+        self.text_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.speaker_emb = nn.Embedding(max(cfg.n_speakers, 1), cfg.d_model)
+
+    def speaker(self, speakers: torch.Tensor) -> torch.Tensor:
+        """speakers (B,) -> (B, 1, D), to add to every position of a sequence."""
+        return self.speaker_emb(speakers)[:, None]
+
+    def embed_text(self, text: torch.Tensor, speakers: torch.Tensor, with_speaker: bool = True) -> torch.Tensor:
+        """text (B, N), speakers (B,) -> (B, N, D): token embeddings, plus the speaker's unless with_speaker
+        is False."""
+        x = self.text_emb(text)
+        return x + self.speaker(speakers) if with_speaker else x
 
 
 @dataclass
