@@ -1,5 +1,5 @@
 """What both Talker families share beyond their layers: the text and speaker embeddings they start from, the
-output of a training forward, the frame limit of generation, and perplexity."""
+output of a training forward, the frame limit of generation, perplexity, and random batches (tests, benches)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,22 @@ def frame_limit(cfg: SharedConfig, max_frames: int | None = None) -> int:
 
 def perplexity(ce: float) -> float:
     return math.exp(min(ce, MAX_LOG_PERPLEXITY))
+
+
+def random_batch(generator: torch.Generator, batch: int, text_len: int, frames: int, *, vocab_size: int, n_q: int,
+                 codebook_size: int, text_lens: torch.Tensor | int = 1, code_lens: torch.Tensor | int = 1,
+                 zero_padding: bool = False) -> dict[str, torch.Tensor]:
+    """Random Talker inputs (tests, benches): text (batch, text_len) of tokens 2..vocab_size-1, codes
+    (batch, frames, n_q) and their lengths, given as (batch,) tensors or, as an int, the least of a uniform draw
+    up to text_len / frames. The generator draws text, text_lens, codes, code_lens in that order; zero_padding
+    zeroes the tokens and codes past each length. The caller adds speakers (and ended)."""
+    text = torch.randint(2, vocab_size, (batch, text_len), generator=generator)
+    if not isinstance(text_lens, torch.Tensor):
+        text_lens = torch.randint(text_lens, text_len + 1, (batch,), generator=generator)
+    codes = torch.randint(0, codebook_size, (batch, frames, n_q), generator=generator)
+    if not isinstance(code_lens, torch.Tensor):
+        code_lens = torch.randint(code_lens, frames + 1, (batch,), generator=generator)
+    if zero_padding:
+        text = text * (torch.arange(text_len) < text_lens[:, None])
+        codes = codes * (torch.arange(frames) < code_lens[:, None])[..., None]
+    return {"text": text, "text_lens": text_lens, "codes": codes, "code_lens": code_lens}
