@@ -39,6 +39,7 @@ from muomni.audio import SAMPLE_RATE, mel_basis, mel_to_png, save_wav
 from muomni.checkpoint import CheckpointError
 from muomni.config import ConfigError
 from muomni.files import write_json
+from muomni.streaming import write_chunks
 from muomni.synthesis import (
     MEL_FROM,
     STREAM_CHUNK_FRAMES,
@@ -181,20 +182,19 @@ def stream(args: argparse.Namespace, bundle, vocoder) -> int:
         out = sf.SoundFile(args.out, "w", SAMPLE_RATE, 1, subtype="PCM_16", format="WAV")
     if vocoder is None:
         mel_basis()  # Griffin-Lim's mel filters load librosa on first use (seconds): setup, as loading the Talker
-    begin, first, samples = time.perf_counter(), None, 0
+
+    def write(chunk: np.ndarray) -> None:
+        out.write(np.clip(chunk, -1.0, 1.0))
+        out.flush()  # the header follows: the file plays up to here
+
+    begin = time.perf_counter()
     try:
-        for chunk in stream_synthesis(bundle, args.text, args.speaker, vocoder, chunk_frames=args.chunk_frames,
-                                      lookahead=args.lookahead, n_iter=args.griffin_lim_iters, mel_from=args.mel_from,
-                                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
-                                      max_frames=int(args.max_seconds * bundle.codec.cfg.frame_rate)):
-            first = time.perf_counter() - begin if first is None else first
-            samples += len(chunk)
-            if out is not None:
-                out.write(np.clip(chunk, -1.0, 1.0))
-                out.flush()  # the header follows: the file plays up to here
-            else:
-                sys.stdout.buffer.write(chunk.astype("<f4").tobytes())
-                sys.stdout.buffer.flush()
+        first, samples = write_chunks(
+            stream_synthesis(bundle, args.text, args.speaker, vocoder, chunk_frames=args.chunk_frames,
+                             lookahead=args.lookahead, n_iter=args.griffin_lim_iters, mel_from=args.mel_from,
+                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                             max_frames=int(args.max_seconds * bundle.codec.cfg.frame_rate)),
+            write if out is not None else None, begin)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

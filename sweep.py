@@ -24,6 +24,7 @@ from pathlib import Path
 
 from muomni.config import read_json_with_base
 from muomni.files import write_json
+from muomni.training.log import read_metrics
 
 SCRIPTS = ("codec", "talker", "vocoder")
 
@@ -34,15 +35,10 @@ def trial_name(overrides: dict[str, object]) -> str:
 
 
 def last_eval(run_dir: Path, metric: str) -> float | None:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    if not (run_dir / "metrics.jsonl").is_file():
         return None
     value = None
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for record in read_metrics(run_dir):
         if record.get("split") in ("heldout", "eval") and isinstance(record.get(metric), (int, float)):
             value = float(record[metric])
     return value

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from muomni.config import read_json_with_base  # noqa: E402
 from muomni.data.tokenize import default_codes_dir  # noqa: E402
+from muomni.training.log import read_metrics  # noqa: E402
 
 CONFIG = ROOT / "configs" / "demo" / "talker.json"
 STEPS, LOG_EVERY = 80, 10
@@ -37,7 +38,7 @@ def frames_per_s(batching: str, out_dir: str, threads: int) -> float:
     done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"train_talker.py ({batching} batches) exited {done.returncode}:\n{done.stderr[-2000:]}")
-    rows = [json.loads(line) for line in (Path(out_dir) / batching / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(Path(out_dir) / batching)
     rates = [r["frames_per_s"] for r in rows if r.get("split") == "train" and "frames_per_s" in r][1:]
     return sum(rates) / len(rates)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,25 +26,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from muomni.audio import MelSpectrogram  # noqa: E402
-from muomni.config import config_from_dict, read_json_with_base  # noqa: E402
+from muomni.config import model_from_dict, read_json_with_base  # noqa: E402
 from muomni.models.discriminators import Discriminators  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
 from muomni.models.hifigan import Generator, HiFiGANConfig, mel_l1  # noqa: E402
-
-
-@dataclass
-class _Model:
-    """The model section of a vocoder config alone."""
-
-    model: HiFiGANConfig = field(default_factory=HiFiGANConfig)
-
 
 SECONDS = 5.0
 
 
 def generator_config(name: str):
     """The model section of a config file (with its base chain) as a HiFiGANConfig."""
-    return config_from_dict({"model": read_json_with_base(ROOT / "configs" / name)["model"]}, _Model, name).model
+    return model_from_dict(HiFiGANConfig, read_json_with_base(ROOT / "configs" / name)["model"], name)
 
 
 def median_time(fn, repeats: int = 3) -> float:

@@ -14,6 +14,7 @@ of older configs and checkpoints before the strict check.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -155,6 +156,20 @@ def load_config(path: str | Path, schema: type[T], overrides: typing.Iterable[st
 def config_from_dict(d: dict[str, Any], schema: type[T], source: str = "config") -> T:
     """Build a schema instance from plain dicts, strict about keys and types."""
     return _build(schema, d, source, prefix="")
+
+
+@functools.cache
+def model_schema(section: Any) -> type:
+    """A schema of one section, ``model``, typed ``section`` (a section dataclass or a union of them): the
+    shape of what a checkpoint stores as its config, or of a config file read for its model alone."""
+    members = typing.get_args(section) or (section,)
+    return dataclasses.make_dataclass(
+        "ModelSection", [("model", section, field(default_factory=members[0]))])
+
+
+def model_from_dict(section: Any, model: dict[str, Any], source: str = "config") -> Any:
+    """A ``model`` section's dict -> its config as ``section`` (model_schema), strict as config_from_dict."""
+    return config_from_dict({"model": model}, model_schema(section), source=source).model
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

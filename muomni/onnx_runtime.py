@@ -32,6 +32,7 @@ from muomni.streaming import (
     codec_decoder_radius,
     hifigan_radius,
     pause_frames,
+    write_chunks,
 )
 from muomni.text import TextProcessor, split_text
 
@@ -276,21 +277,19 @@ def main(argv: list[str] | None = None) -> int:
     tts = OnnxTTS(args.folder, args.threads)
     kw = dict(speaker=args.speaker, vocoder=args.vocoder, mel_from=args.mel_from, temperature=args.temperature,
               seed=args.seed, max_frames=int(args.max_seconds * tts.codec["frame_rate"]))
-    rate, begin, first, samples = tts.audio["sample_rate"], time.perf_counter(), None, 0
+    rate, begin = tts.audio["sample_rate"], time.perf_counter()
     out = wave.open(str(args.out), "wb") if args.out is not None else None
     if out is not None:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
+
+    def write(chunk: np.ndarray) -> None:
+        out.writeframes((np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes())  # the header follows
+
     try:
-        for chunk in (tts.stream(args.text, **kw) if args.stream else [tts.synthesize(args.text, **kw)]):
-            first = time.perf_counter() - begin if first is None else first
-            samples += len(chunk)
-            if out is not None:
-                out.writeframes((np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes())  # the header follows
-            else:
-                sys.stdout.buffer.write(chunk.astype("<f4").tobytes())
-                sys.stdout.buffer.flush()
+        first, samples = write_chunks(tts.stream(args.text, **kw) if args.stream else [tts.synthesize(args.text, **kw)],
+                                      write if out is not None else None, begin)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -12,20 +12,18 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from muomni.training.log import read_metrics
+
 SKIP = {"step", "split", "time"}
 
 
-def read_metrics(run_dir: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """split -> metric -> [(step, value)], skipping lines that are not JSON (a line cut by a kill)."""
+def metric_series(run_dir: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """split -> metric -> [(step, value)] of the finite numbers in the run's metrics.jsonl."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics yet (train a few steps first)")
     out: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+    for record in read_metrics(run_dir):
         for key, value in record.items():
             if key not in SKIP and isinstance(value, (int, float)) and math.isfinite(value):
                 out[record.get("split", "train")][key].append((int(record["step"]), float(value)))
@@ -43,7 +41,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None) -> list[Pat
     out_dir = Path(out_dir) if out_dir else run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for split, metrics in read_metrics(run_dir).items():
+    for split, metrics in metric_series(run_dir).items():
         if split == "speech":
             written.append(plot_speech(run_dir, metrics, out_dir / "speech.png"))
             continue

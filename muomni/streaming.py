@@ -22,7 +22,9 @@ the onnxruntime path (``muomni.onnx_runtime``) share the stages: this module imp
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import sys
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -196,6 +198,23 @@ class WarmGriffinLim:
 def pause_frames(seconds: float, n_mels: int, sample_rate: int, hop: int, log_floor: float) -> np.ndarray:
     """The log-mel silence offline synthesis puts between the pieces of a split text."""
     return np.full((round(seconds * sample_rate / hop), n_mels), math.log(log_floor), dtype=np.float32)
+
+
+def write_chunks(chunks: Iterable[np.ndarray], write: Callable[[np.ndarray], None] | None,
+                 begin: float) -> tuple[float | None, int]:
+    """The command lines' output loop: each audio chunk to write, or without one to stdout as raw float32
+    samples, flushed so a player hears it at once. -> seconds from begin (time.perf_counter) to the first
+    chunk (None without any) and the samples written."""
+    first, samples = None, 0
+    for chunk in chunks:
+        first = time.perf_counter() - begin if first is None else first
+        samples += len(chunk)
+        if write is not None:
+            write(chunk)
+        else:
+            sys.stdout.buffer.write(chunk.astype("<f4").tobytes())
+            sys.stdout.buffer.flush()
+    return first, samples
 
 
 def snr_db(reference: np.ndarray, other: np.ndarray) -> float:

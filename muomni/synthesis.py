@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,21 +16,16 @@ from torch import Tensor, nn
 
 from muomni.audio import HOP_LENGTH, LOG_FLOOR, SAMPLE_RATE
 from muomni.checkpoint import load_checkpoint
-from muomni.config import ConfigError, config_from_dict
+from muomni.config import ConfigError, model_from_dict
 from muomni.models.codec import codec_from_dict
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import HiFiGANConfig
-from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker
+from muomni.models.talker import AnyTalkerConfig, build_talker
 from muomni.models.universal import build_generator
 from muomni.pretrained import is_pretrained_name, load_universal, parse_name
 from muomni.text import TextProcessor, split_text
 
 _WARNED_GRIFFIN_LIM = False
-
-
-@dataclass
-class _VocoderModel:
-    model: HiFiGANConfig = field(default_factory=HiFiGANConfig)
 
 
 def load_vocoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
@@ -48,7 +43,7 @@ def load_vocoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Mod
     payload = load_checkpoint(path, stage="vocoder")
     if "generator" not in payload:
         raise ConfigError(f"{path}: vocoder checkpoint has no 'generator' weights")
-    cfg = config_from_dict({"model": payload["config"]["model"]}, _VocoderModel, source=str(path)).model
+    cfg = model_from_dict(HiFiGANConfig, payload["config"]["model"], source=str(path))
     generator = build_generator(cfg)
     generator.load_state_dict(payload["generator"])
     return generator.remove_weight_norm().eval().to(device)
@@ -88,18 +83,13 @@ class TalkerBundle:
     step: int = 0
 
 
-@dataclass
-class _TalkerModel:
-    model: AnyTalkerConfig = field(default_factory=TalkerConfig)
-
-
 def load_talker(path: str | Path, device: str | torch.device = "cpu") -> TalkerBundle:
     """A train_talker.py checkpoint -> TalkerBundle in eval mode; needs no other file."""
     payload = load_checkpoint(path, stage="talker")
     for key in ("model", "codec", "text"):
         if key not in payload:
             raise ConfigError(f"{path}: Talker checkpoint has no '{key}' entry (written by an older train_talker.py?)")
-    cfg = config_from_dict({"model": payload["config"]["model"]}, _TalkerModel, source=str(path)).model
+    cfg = model_from_dict(AnyTalkerConfig, payload["config"]["model"], source=str(path))
     model = build_talker(cfg)
     model.load_state_dict(payload["model"])
     codec = codec_from_dict(payload["codec"], source=f"{path} (codec)")

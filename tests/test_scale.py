@@ -203,9 +203,10 @@ def _tiny_talker():
 
 def _talker_batch(seed: int, B: int = 2) -> dict[str, torch.Tensor]:
     """A fixed-shape batch (B, 12) text, (B, 8, 2) codes whose contents and lengths change with seed."""
+    from muomni.models.talker.common import random_batch
+
     g = torch.Generator().manual_seed(seed)
-    return {"text": torch.randint(2, 20, (B, 12), generator=g), "text_lens": torch.randint(4, 13, (B,), generator=g),
-            "codes": torch.randint(0, 16, (B, 8, 2), generator=g), "code_lens": torch.randint(3, 9, (B,), generator=g),
+    return {**random_batch(g, B, 12, 8, vocab_size=20, n_q=2, codebook_size=16, text_lens=4, code_lens=3),
             "speakers": torch.randint(0, 2, (B,), generator=g), "ended": torch.rand(B, generator=g) > 0.3}
 
 

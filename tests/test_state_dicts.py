@@ -11,14 +11,13 @@ make a rename pass, map the old name on load instead.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from muomni.config import config_from_dict, config_to_dict, read_json_with_base
+from muomni.config import config_to_dict, model_from_dict, read_json_with_base
 from muomni.models.codec import codec_from_dict
 from muomni.models.discriminators import Discriminators
 from muomni.models.hifigan import HiFiGANConfig
@@ -27,11 +26,6 @@ from muomni.text import TextProcessor
 
 ROOT = Path(__file__).resolve().parents[1]
 PINS = json.loads((ROOT / "tests" / "state_dicts.json").read_text())
-
-
-@dataclasses.dataclass
-class VocoderModel:
-    model: HiFiGANConfig = dataclasses.field(default_factory=HiFiGANConfig)
 
 
 def weights(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
@@ -68,9 +62,9 @@ def load(name: str, tmp_path: Path) -> tuple[torch.nn.Module, object]:
         torch.save({"stage": "vocoder", "step": 7, "config": {"model": cfg}, "generator": state},
                    tmp_path / "vocoder.pt")
         load_vocoder(tmp_path / "vocoder.pt")  # strict load, then weight norm folded in for inference
-        return None, config_from_dict({"model": cfg}, VocoderModel, source=name).model
+        return None, model_from_dict(HiFiGANConfig, cfg, source=name)
     if kind == "discriminators":  # loaded only on resume, by the training loop: strictly, as here
-        model_cfg = config_from_dict({"model": cfg}, VocoderModel, source=name).model
+        model_cfg = model_from_dict(HiFiGANConfig, cfg, source=name)
         model = Discriminators(model_cfg)
         model.load_state_dict(state)
         return model, model_cfg

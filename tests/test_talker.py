@@ -14,6 +14,7 @@ import torch
 from muomni.models.sampling import logits_to_probs
 from muomni.models.talker import Talker, TalkerConfig
 from muomni.models.talker.aligner import durations_to_path, monotonic_alignment_search
+from muomni.models.talker.common import random_batch
 from muomni.models.talker.generate import decode_one, generate, kv_caches, prefill
 
 VARIANTS = {
@@ -32,12 +33,9 @@ def tiny(**kw) -> Talker:
 
 
 def toy_batch(n_q: int = 2, K: int = 16, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    text_lens, code_lens = torch.tensor([7, 5, 3]), torch.tensor([10, 8, 6])
-    text = torch.randint(2, 20, (3, 7), generator=g) * (torch.arange(7) < text_lens[:, None])
-    codes = torch.randint(0, K, (3, 10, n_q), generator=g) * (torch.arange(10) < code_lens[:, None])[..., None]
-    return {"text": text, "text_lens": text_lens, "codes": codes, "code_lens": code_lens,
-            "speakers": torch.zeros(3, dtype=torch.long)}
+    b = random_batch(torch.Generator().manual_seed(seed), 3, 7, 10, vocab_size=20, n_q=n_q, codebook_size=K,
+                     text_lens=torch.tensor([7, 5, 3]), code_lens=torch.tensor([10, 8, 6]), zero_padding=True)
+    return {**b, "speakers": torch.zeros(3, dtype=torch.long)}
 
 
 @pytest.mark.parametrize("kw", VARIANTS.values(), ids=VARIANTS.keys())

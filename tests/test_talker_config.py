@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from muomni.checkpoint import config_mismatch
-from muomni.config import ConfigError, apply_overrides, config_from_dict, config_to_dict
+from muomni.config import ConfigError, apply_overrides, config_to_dict, model_from_dict, model_schema
 from muomni.models.talker import (
     TalkerConfig,
     TRMConfig,
@@ -18,14 +18,14 @@ from muomni.models.talker import (
     build_talker,
     talker_config,
 )
-from muomni.models.talker.config import TalkerSection
+from muomni.models.talker.config import AnyTalkerConfig
 
 PINS = json.loads((Path(__file__).resolve().parents[1] / "tests" / "state_dicts.json").read_text())
 OLD = {name: pin["config"] for name, pin in PINS.items() if pin["kind"] == "talker"}  # flat dicts of 1d736d9
 
 
 def load(model: dict) -> TalkerConfig | TRMConfig:
-    return config_from_dict({"model": model}, TalkerSection, source="old.json").model
+    return model_from_dict(AnyTalkerConfig, model, source="old.json")
 
 
 @pytest.mark.parametrize("name", list(OLD), ids=list(OLD))
@@ -70,8 +70,8 @@ def test_the_other_familys_settings_warn_when_set_and_depth_layers_stays_refused
 
 def test_overrides_may_switch_the_family_and_then_set_its_keys():
     cfg = load(OLD["talker_tiny"])
-    section = apply_overrides(TalkerSection(cfg), ["model.arch=trm", "model.H_cycles=2"]).model
+    section = apply_overrides(model_schema(AnyTalkerConfig)(cfg), ["model.arch=trm", "model.H_cycles=2"]).model
     assert type(section) is TRMConfig and section.H_cycles == 2 and section.d_model == cfg.d_model
     with pytest.raises(ConfigError, match="unknown key model.H_cycles"):
-        apply_overrides(TalkerSection(cfg), ["model.H_cycles=2"])
+        apply_overrides(model_schema(AnyTalkerConfig)(cfg), ["model.H_cycles=2"])
     assert isinstance(build_talker(talker_config(**{**OLD["talker_trm_tiny"], "n_q": 2})), TRMTalker)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from muomni.models.talker import TRMTalker, build_talker, codebook_weights
 from muomni.models.talker import talker_config as TalkerConfig  # a config of either family from flat keys
+from muomni.models.talker.common import random_batch
 
 
 def tiny(**kw) -> TRMTalker:
@@ -22,12 +23,9 @@ def tiny(**kw) -> TRMTalker:
 
 
 def toy_batch(n_q: int = 3, K: int = 16, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    text_lens, code_lens = torch.tensor([7, 5, 3]), torch.tensor([10, 8, 6])
-    text = torch.randint(2, 20, (3, 7), generator=g) * (torch.arange(7) < text_lens[:, None])
-    codes = torch.randint(0, K, (3, 10, n_q), generator=g) * (torch.arange(10) < code_lens[:, None])[..., None]
-    return {"text": text, "text_lens": text_lens, "codes": codes, "code_lens": code_lens,
-            "speakers": torch.tensor([0, 1, 0]), "ended": torch.ones(3, dtype=torch.bool)}
+    b = random_batch(torch.Generator().manual_seed(seed), 3, 7, 10, vocab_size=20, n_q=n_q, codebook_size=K,
+                     text_lens=torch.tensor([7, 5, 3]), code_lens=torch.tensor([10, 8, 6]), zero_padding=True)
+    return {**b, "speakers": torch.tensor([0, 1, 0]), "ended": torch.ones(3, dtype=torch.bool)}
 
 
 def test_arch_selects_the_family_and_ar_stays_default():

@@ -22,14 +22,17 @@ _TIMES = ("this morning", "last night", "on Monday", "on Friday", "every day", "
           "in the evening", "after lunch", "before dinner", "last summer", "in the spring", "all day")
 
 
+def _add_s(word: str) -> str:
+    """-s, -es or -ies: the one spelling rule of the third person singular and of the plural."""
+    if word.endswith(("s", "sh", "ch", "x", "z")):
+        return word + "es"
+    if word.endswith("y") and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
 def _third_person(verb: str) -> str:
-    if verb in ("go", "do"):
-        return verb + "es"
-    if verb.endswith(("s", "sh", "ch", "x", "z")):
-        return verb + "es"
-    if verb.endswith("y") and verb[-2] not in "aeiou":
-        return verb[:-1] + "ies"
-    return verb + "s"
+    return verb + "es" if verb in ("go", "do") else _add_s(verb)
 
 
 def _past(verb: str) -> str:
@@ -55,13 +58,7 @@ def _participle(verb: str) -> str:
 
 
 def _plural(noun: str) -> str:
-    if noun in W.IRREGULAR_PLURALS:
-        return W.IRREGULAR_PLURALS[noun]
-    if noun.endswith(("s", "sh", "ch", "x", "z")):
-        return noun + "es"
-    if noun.endswith("y") and noun[-2] not in "aeiou":
-        return noun[:-1] + "ies"
-    return noun + "s"
+    return W.IRREGULAR_PLURALS[noun] if noun in W.IRREGULAR_PLURALS else _add_s(noun)
 
 
 def _article(word: str) -> str:

@@ -22,7 +22,7 @@ from torch import nn
 
 from muomni.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
 from muomni.checkpoint import load_checkpoint
-from muomni.config import ConfigError, config_from_dict, config_to_dict
+from muomni.config import ConfigError, config_to_dict, model_from_dict
 from muomni.models.quantize import LOOKUPS, STRAIGHT_THROUGH, QuantizedResult, ResidualVQ, codebook_usage
 
 FRAMES_PER_TOKEN = 5  # 5 mel frames of 16 ms = one 80 ms code frame (12.5 code frames/s)
@@ -280,7 +280,7 @@ def codec_from_dict(d: dict, source: str = "checkpoint") -> CodecModel:
     cfg_dict = d.get("config", {})
     if "model" in cfg_dict and isinstance(cfg_dict["model"], dict):  # a full run config: take its model section
         cfg_dict = cfg_dict["model"]
-    cfg = config_from_dict({"model": cfg_dict}, _CodecSchema, source=source).model
+    cfg = model_from_dict(CodecConfig, cfg_dict, source=source)
     model = CodecModel(cfg)
     state = d.get("model")
     if not isinstance(state, dict):
@@ -312,8 +312,3 @@ def codec_hash(model: CodecModel) -> str:
         h.update(key.encode())
         h.update(value.detach().cpu().float().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-@dataclass
-class _CodecSchema:
-    model: CodecConfig = field(default_factory=CodecConfig)

@@ -63,9 +63,8 @@ class RunLog:
         path = self.dir / "metrics.jsonl"
         if not (self.is_main and path.is_file()):
             return
-        kept = [line for line in path.read_text().splitlines()
-                if line.strip() and _record_step(line) <= step]
-        write_text(path, "".join(line + "\n" for line in kept))
+        kept = [record for record in read_metrics(self.dir) if _record_step(record) <= step]
+        write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
 
     def info(self, message: str) -> None:
         if self.is_main:
@@ -95,8 +94,25 @@ class RunLog:
             self._wandb.finish()
 
 
-def _record_step(line: str) -> int:
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of a run folder's metrics.jsonl, in order (FileNotFoundError without one).
+
+    A line that is not a JSON object is skipped: a kill can cut the last record short, and a resumed run
+    appends after it, so such a line may stand anywhere in the file.
+    """
+    records = []
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _record_step(record: dict[str, Any]) -> int:
     try:
-        return int(json.loads(line).get("step", 0))
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return int(record.get("step", 0))
+    except (TypeError, ValueError):
         return 0

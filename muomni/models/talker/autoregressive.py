@@ -28,20 +28,18 @@ from torch import nn
 
 from muomni.models.layers import INIT_STD, Transformer, init_weights, masked_mean
 from muomni.models.talker.aligner import Aligner, aligned_states, durations_to_path
-from muomni.models.talker.common import TalkerOutput
+from muomni.models.talker.common import TalkerBase, TalkerOutput
 from muomni.models.talker.config import TalkerConfig
 from muomni.models.talker.depth import DepthDecoder
 from muomni.models.talker.generate import generate
 
 
-class Talker(nn.Module):
+class Talker(TalkerBase):
+    cfg: TalkerConfig
+
     def __init__(self, cfg: TalkerConfig):
-        super().__init__()
-        cfg.require_data_fields()
-        self.cfg = cfg
+        super().__init__(cfg)  # text_emb, speaker_emb
         d = cfg.d_model
-        self.text_emb = nn.Embedding(cfg.vocab_size, d)
-        self.speaker_emb = nn.Embedding(max(cfg.n_speakers, 1), d)
         self.code_emb = nn.ModuleList(nn.Embedding(cfg.codebook_size, d) for _ in range(cfg.n_q))
         self.start = nn.Parameter(torch.randn(d) * INIT_STD)
         self.aligner = Aligner(cfg, Transformer(cfg, cfg.encoder_layers)) if cfg.duration_path else None
@@ -56,9 +54,7 @@ class Talker(nn.Module):
     def encode_text(self, text: torch.Tensor, text_lens: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
         """text (B, N), speakers (B,) -> prefix states (B, N, D): the encoder's output on the duration path,
         else embeddings. With ``speaker_text`` the speaker is added first, so durations follow the voice."""
-        x = self.text_emb(text)
-        if self.cfg.speaker_text:
-            x = x + self.speaker_emb(speakers)[:, None]
+        x = self.embed_text(text, speakers, with_speaker=self.cfg.speaker_text)
         if self.aligner is not None:
             x = self.aligner.encode(x, text_lens)
         return x
@@ -74,7 +70,7 @@ class Talker(nn.Module):
         """
         B = codes.shape[0]
         x = torch.cat([self.start.expand(B, 1, -1), self.frame_embedding(codes)], dim=1)
-        x = x + self.speaker_emb(speakers)[:, None]
+        x = x + self.speaker(speakers)
         return x if aligned is None else x + aligned
 
     def layout(self, text_lens: torch.Tensor, n_text: int, n_audio: int):

@@ -21,7 +21,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from muomni.config import ConfigError, config_from_dict
+from muomni.config import ConfigError, model_from_dict
 from muomni.models.codec import FRAMES_PER_TOKEN
 
 # Settings of one family that the flat config of 1d736d9 and before also held for the other, with the value
@@ -176,16 +176,9 @@ class TRMConfig(SharedConfig):
 AnyTalkerConfig = TalkerConfig | TRMConfig  # the type of a config's model section
 
 
-@dataclass
-class TalkerSection:
-    """A config's ``model`` section alone (what a Talker checkpoint stores), for talker_config."""
-
-    model: AnyTalkerConfig = field(default_factory=TalkerConfig)
-
-
 def talker_config(**fields: Any) -> TalkerConfig | TRMConfig:
     """The config of the family named by ``arch`` (default ar) from flat keys, old ones mapped as above."""
-    return config_from_dict({"model": fields}, TalkerSection, source="talker_config").model
+    return model_from_dict(AnyTalkerConfig, fields, source="talker_config")
 
 
 def codebook_weights(n_q: int) -> list[float]:

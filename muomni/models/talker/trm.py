@@ -43,7 +43,7 @@ from muomni.models.layers import (
     rope_angles,
 )
 from muomni.models.sampling import sample
-from muomni.models.talker.common import TalkerOutput, frame_limit
+from muomni.models.talker.common import TalkerBase, TalkerOutput, frame_limit
 from muomni.models.talker.config import TRMConfig
 
 FRACTION_FREQS = 16  # Fourier features of a frame's position in its utterance (t + 0.5) / T
@@ -124,14 +124,12 @@ class LengthPredictor(nn.Module):
         return (rate * text_ok).sum(1)
 
 
-class TRMTalker(nn.Module):
+class TRMTalker(TalkerBase):
+    cfg: TRMConfig
+
     def __init__(self, cfg: TRMConfig):
-        super().__init__()
-        cfg.require_data_fields()
-        self.cfg = cfg
+        super().__init__(cfg)  # text_emb, speaker_emb
         d = cfg.d_model
-        self.text_emb = nn.Embedding(cfg.vocab_size, d)
-        self.speaker_emb = nn.Embedding(max(cfg.n_speakers, 1), d)
         self.encoder = Transformer(cfg, cfg.encoder_layers)
         self.length = LengthPredictor(cfg)
         self.frame_query = nn.Sequential(nn.Linear(2 * FRACTION_FREQS, d), RMSNorm(d, cfg.norm_eps))  # unit scale
@@ -155,7 +153,7 @@ class TRMTalker(nn.Module):
         B, N = text.shape
         text_ok = torch.arange(N, device=text.device)[None] < text_lens[:, None]  # (B, N)
         mask = text_ok[:, None, None] | torch.eye(N, dtype=torch.bool, device=text.device)  # (B, 1, N, N)
-        x = self.text_emb(text) + self.speaker_emb(speakers)[:, None]
+        x = self.embed_text(text, speakers)
         return self.encoder(x, torch.arange(N, device=text.device).expand(B, -1), mask)
 
     def context(self, memory: torch.Tensor, text_lens: torch.Tensor, lengths: torch.Tensor, T: int) -> Context:
