@@ -1,6 +1,8 @@
 """What a run reports: ``metrics.jsonl`` (always), the progress bar, messages, Weights & Biases (docs/DESIGN.md §8).
 
 Only rank 0 writes or prints; on the other ranks every method is a no-op, so callers hold no rank branches.
+The module imports neither torch nor tqdm at load (tqdm comes with the progress bar), so that a reader of
+metrics.jsonl (``read_metrics``: the plots, sweep.py) stays light.
 """
 
 from __future__ import annotations
@@ -10,13 +12,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from muomni.files import write_text
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class RunLog:
@@ -29,6 +30,8 @@ class RunLog:
         self._wandb = None
 
     def progress(self, start: int, total: int) -> tqdm:
+        from tqdm import tqdm
+
         self.bar = tqdm(total=total, initial=start, desc=self.stage, dynamic_ncols=True,
                         disable=not self.is_main, unit="step")
         self._last_log = (time.perf_counter(), start)
@@ -42,7 +45,7 @@ class RunLog:
         """Append to metrics.jsonl (and wandb); train metrics also go on the progress bar with steps/s."""
         if not self.is_main:
             return
-        metrics = {k: (float(v) if isinstance(v, (int, float, torch.Tensor, np.floating)) else v)
+        metrics = {k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else v)  # tensors, numpy
                    for k, v in metrics.items()}
         if split == "train":
             now, last_step = time.perf_counter(), self._last_log[1]
