@@ -26,13 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 from demo_data import demo_corpus, not_measured  # noqa: E402
 
-from muomni.asr import PocketsphinxASR  # noqa: E402
 from muomni.audio import SAMPLE_RATE, load_audio, log_mel  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus  # noqa: E402
-from muomni.listening import write_listening_page  # noqa: E402
+from muomni.eval.asr import PocketsphinxASR  # noqa: E402
+from muomni.eval.listening import write_listening_page  # noqa: E402
+from muomni.eval.scoring import score_systems  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
-from muomni.scoring import score_systems  # noqa: E402
 
 LIMIT = int(os.environ.get("BENCH_ASR_LIMIT", "40"))
 ASRS = [("whisper", ""), ("pocketsphinx", "")]

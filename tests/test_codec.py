@@ -357,7 +357,7 @@ def test_tokenize_cli_on_the_trained_codec(trained_run: Path, flite_corpus: Path
 
 @pytest.mark.timeout(180)  # 25 s measured on 2 cores under a load of ~8
 def test_evaluate_codec_cli_reports_word_error_per_speaker(trained_run: Path, flite_corpus: Path, tmp_path: Path):
-    from muomni import evaluate
+    from muomni.eval import evaluate
 
     report = evaluate.main(["codec", "--codec", str(trained_run / "best.pt"), "--data", str(flite_corpus),
                             "--json", str(tmp_path / "codec.json"), "--asr", "pocketsphinx,whisper",

@@ -66,7 +66,7 @@ def test_empty_line_in_text_file_is_named(talker_ckpt, tmp_path):
 
 
 def test_evaluate_tts_writes_the_wavs_and_word_error_per_speaker(talker_ckpt, tiny_talker, tmp_path):
-    from muomni import evaluate
+    from muomni.eval import evaluate
 
     report = evaluate.main(["tts", "--talker", str(talker_ckpt), "--data", str(tiny_talker["corpus"]), "--out-dir",
                             str(tmp_path / "wavs"), "--json", str(tmp_path / "tts.json"), "--n-iter", "4",

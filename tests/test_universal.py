@@ -205,7 +205,7 @@ def test_the_universal_extra_is_a_plain_extra_because_the_package_declares_no_de
 
 def test_infer_tts_and_evaluate_take_the_universal_name(tiny_talker, tmp_path):
     import infer_tts
-    from muomni import evaluate
+    from muomni.eval import evaluate
 
     out = tmp_path / "hello.wav"
     assert infer_tts.main(["--talker", str(tiny_talker["dir"] / "step_00000002.pt"), "--vocoder", "universal",
