@@ -39,11 +39,10 @@ from muomni.audio import SAMPLE_RATE, mel_basis, mel_to_png, save_wav
 from muomni.checkpoint import CheckpointError
 from muomni.config import ConfigError
 from muomni.files import write_json
+from muomni.load import load_talker, load_vocoder
 from muomni.synthesis import (
     MEL_FROM,
     STREAM_CHUNK_FRAMES,
-    load_talker,
-    load_vocoder,
     stream_synthesis,
     synthesize_with_mels,
 )

@@ -40,6 +40,7 @@ from bench_synthesis import _models  # noqa: E402
 from bench_vocoder import generator_config  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from muomni.load import load_talker, load_vocoder  # noqa: E402
 from muomni.models.griffinlim import mel_to_magnitude, spectral_convergence  # noqa: E402
 from muomni.models.hifigan import Generator  # noqa: E402
 from muomni.models.talker.aligner import aligned_states, durations_from_prediction, durations_to_path  # noqa: E402
@@ -49,8 +50,6 @@ from muomni.streaming import CodecStage, codec_decoder_radius, snr_db  # noqa: E
 from muomni.synthesis import (  # noqa: E402
     PAUSE_SECONDS,
     TalkerBundle,
-    load_talker,
-    load_vocoder,
     split_for_talker,
     stream_synthesis,
     synthesize,

@@ -30,8 +30,8 @@ from demo_data import demo_corpus, not_measured  # noqa: E402
 from muomni.audio import SAMPLE_RATE, load_audio, log_mel  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus  # noqa: E402
+from muomni.load import load_vocoder  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
-from muomni.synthesis import load_vocoder  # noqa: E402
 
 LIMIT = int(os.environ.get("BENCH_UNIVERSAL_LIMIT", "6"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))

@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
     elif args.onnx:
         from .config import ConfigError
+        from .load import load_talker, load_vocoder
         from .onnx_export import export_onnx
-        from .synthesis import load_talker, load_vocoder
 
         try:
             bundle = load_talker(args.checkpoint)

@@ -34,7 +34,8 @@ from .eval.asr import whisper_available
 from .eval.listening import write_listening_page
 from .eval.mos import FIELD_LABELS, FIELDS
 from .files import write_json
-from .models.codec import codec_hash, load_codec
+from .load import load_codec
+from .models.codec import codec_hash
 from .pretrained import PretrainedMissing, weights_path
 
 PY = sys.executable

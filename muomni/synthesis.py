@@ -1,4 +1,5 @@
-"""Synthesis: text -> codes -> mel -> wav. The last step, ``vocode``, lives here.
+"""Synthesis: text -> codes -> mel -> wav. The last step, ``vocode``, lives here; the models come from
+``muomni.load``.
 
 ``vocode`` uses a trained HiFi-GAN generator when one is given and falls back to Griffin-Lim
 (no training needed, lower quality) otherwise, saying so once per process.
@@ -8,57 +9,24 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from muomni.audio import HOP_LENGTH, LOG_FLOOR, SAMPLE_RATE
-from muomni.checkpoint import load_checkpoint
-from muomni.config import ConfigError, config_from_dict
-from muomni.models.codec import codec_from_dict
 from muomni.models.griffinlim import mel_to_wav
-from muomni.models.hifigan import HiFiGANConfig
-from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker
-from muomni.models.universal import build_generator
-from muomni.pretrained import is_pretrained_name, load_universal, parse_name
 from muomni.text import TextProcessor, split_text
 
 _WARNED_GRIFFIN_LIM = False
 
 
-@dataclass
-class _VocoderModel:
-    model: HiFiGANConfig = field(default_factory=HiFiGANConfig)
-
-
-def load_vocoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The HiFi-GAN generator of a train_vocoder.py checkpoint (file, run folder or exported folder), or the
-    pretrained one a name gives: ``universal`` (HiFi-GAN V1's universal generator behind the default mel
-    adapter) or ``universal:<adapter>`` (``muomni.pretrained``); in eval mode with weight norm folded in.
-    Either maps muomni's log-mel (B, T, 128) to 16 kHz audio (B, T * 256).
-
-    Raises CheckpointError for a damaged file or a checkpoint of another stage, and PretrainedMissing (a
-    ConfigError naming the install command) when a pretrained name's package is not installed.
-    """
-    if is_pretrained_name(path):
-        generator = load_universal(parse_name(str(path)))
-        return generator.remove_weight_norm().eval().to(device)
-    payload = load_checkpoint(path, stage="vocoder")
-    if "generator" not in payload:
-        raise ConfigError(f"{path}: vocoder checkpoint has no 'generator' weights")
-    cfg = config_from_dict({"model": payload["config"]["model"]}, _VocoderModel, source=str(path)).model
-    generator = build_generator(cfg)
-    generator.load_state_dict(payload["generator"])
-    return generator.remove_weight_norm().eval().to(device)
-
-
 def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = 32) -> Tensor:
     """log-mel (B, T, 128) or (T, 128) -> wav (B, T * 256) or (T * 256,).
 
-    vocoder: a HiFi-GAN generator (load_vocoder: trained or pretrained) or None for Griffin-Lim with n_iter iterations,
-    run on mel's device (``muomni.models.griffinlim.mel_to_wav``, after one warning per process).
+    vocoder: a HiFi-GAN generator (``muomni.load.load_vocoder``: trained or pretrained) or None for Griffin-Lim
+    with n_iter iterations, run on mel's device (``muomni.models.griffinlim.mel_to_wav``, after one warning per
+    process).
     """
     if vocoder is not None:
         device = next(vocoder.parameters()).device
@@ -86,25 +54,6 @@ class TalkerBundle:
     text: TextProcessor
     speakers: list[str]
     step: int = 0
-
-
-@dataclass
-class _TalkerModel:
-    model: AnyTalkerConfig = field(default_factory=TalkerConfig)
-
-
-def load_talker(path: str | Path, device: str | torch.device = "cpu") -> TalkerBundle:
-    """A train_talker.py checkpoint -> TalkerBundle in eval mode; needs no other file."""
-    payload = load_checkpoint(path, stage="talker")
-    for key in ("model", "codec", "text"):
-        if key not in payload:
-            raise ConfigError(f"{path}: Talker checkpoint has no '{key}' entry (written by an older train_talker.py?)")
-    cfg = config_from_dict({"model": payload["config"]["model"]}, _TalkerModel, source=str(path)).model
-    model = build_talker(cfg)
-    model.load_state_dict(payload["model"])
-    codec = codec_from_dict(payload["codec"], source=f"{path} (codec)")
-    return TalkerBundle(model.eval().to(device), codec.eval().to(device), TextProcessor.from_dict(payload["text"]),
-                        list(payload.get("speakers", [""])), int(payload.get("step", 0)))
 
 
 def _speaker_ids(bundle: TalkerBundle, speakers, n: int) -> list[int]:

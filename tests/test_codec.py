@@ -14,6 +14,7 @@ import torch
 from muomni.checkpoint import CheckpointError, save_checkpoint
 from muomni.config import ConfigError
 from muomni.data import tokenize as tok
+from muomni.load import load_codec
 from muomni.models.codec import (
     LOSSES,
     CodecConfig,
@@ -21,7 +22,6 @@ from muomni.models.codec import (
     codec_from_dict,
     codec_hash,
     codec_to_dict,
-    load_codec,
     spectral_losses,
 )
 from muomni.models.quantize import STRAIGHT_THROUGH, EuclideanCodebook, ResidualVQ, codebook_usage, nearest

@@ -30,11 +30,11 @@ from muomni.eval.asr import add_asr_arguments, parse_asr
 from muomni.eval.listening import write_listening_page
 from muomni.eval.mos import FIELDS, add_mos_arguments, resolve_mos
 from muomni.eval.scoring import print_word_errors, score_systems
+from muomni.load import load_codec, load_talker, load_vocoder
 from muomni.metrics import codec_round_trip, mean_scores, vocoder_scores
-from muomni.models.codec import load_codec
 from muomni.models.griffinlim import mel_to_wav
 from muomni.pretrained import is_pretrained_name
-from muomni.synthesis import MEL_FROM, load_talker, load_vocoder, synthesize_with_mels, vocode
+from muomni.synthesis import MEL_FROM, synthesize_with_mels, vocode
 
 VOCODER_HELP = ("a train_vocoder.py checkpoint (file, run folder or exported folder), or 'universal' (HiFi-GAN V1's "
                 "pretrained universal generator behind the default mel adapter; 'universal:stretch' for the other)")
