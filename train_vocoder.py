@@ -54,7 +54,7 @@ from muomni.models.universal import UniversalMel, universal_mismatch
 from muomni.pretrained import is_pretrained_name, parse_name, universal_state_dict, weights_path
 from muomni.samples import vocoder_samples
 from muomni.speech_check import SpeechCheck, vocoder_wavs
-from muomni.synthesis import MEL_FROM
+from muomni.synthesis_config import MEL_FROM
 from muomni.training.cli import add_run_args, load_run_config
 from muomni.training.device import make_grad_scaler
 from muomni.training.run import Run

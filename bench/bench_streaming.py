@@ -48,7 +48,6 @@ from muomni.onnx_export import export_onnx  # noqa: E402
 from muomni.onnx_runtime import OnnxTTS  # noqa: E402
 from muomni.streaming import CodecStage, codec_decoder_radius, snr_db  # noqa: E402
 from muomni.synthesis import (  # noqa: E402
-    PAUSE_SECONDS,
     TalkerBundle,
     split_for_talker,
     stream_synthesis,
@@ -56,6 +55,7 @@ from muomni.synthesis import (  # noqa: E402
     synthesize_with_mels,
     text_to_codes,
 )
+from muomni.synthesis_config import PAUSE_SECONDS  # noqa: E402
 
 SENTENCE = ("The quick brown fox jumps over the lazy dog, and then it runs back home through the long grass to "
             "sleep beside the warm fire until the morning comes.")

@@ -47,13 +47,13 @@ from muomni.eval.wer import utterance_word_error, word_error_rate
 from muomni.files import write_json
 from muomni.models.griffinlim import mel_to_wav
 from muomni.synthesis import TalkerBundle, synthesize_with_mels
+from muomni.synthesis_config import GRIFFIN_LIM_ITERS  # as python -m muomni evaluate scores Griffin-Lim
 from muomni.training.rng import rng_state, set_rng_state
 from muomni.training.run import Run
 
 # The naturalness judge's module: ``load_mos(name)`` -> None or a scorer with ``label`` and ``score(wavs)``
 # (DNSMOS: ``[{"ovrl", "sig", "bak", "p808"}]`` per 16 kHz wav); load_mos("") picks DNSMOS where installed.
 JUDGE_MODULE = "muomni.eval.mos"
-GRIFFIN_LIM_ITERS = 32  # as muomni.eval.evaluate scores Griffin-Lim
 REFERENCES = {"ground_truth": "ground truth", "griffinlim": "Griffin-Lim, original mels"}  # stats.json keys
 
 

@@ -16,12 +16,23 @@ from torch import Tensor, nn
 
 from muomni.audio import HOP_LENGTH, LOG_FLOOR, SAMPLE_RATE
 from muomni.models.griffinlim import mel_to_wav
+from muomni.synthesis_config import (
+    GLOBAL_LOOKAHEAD,
+    GRIFFIN_LIM_CONTEXT,
+    GRIFFIN_LIM_CROSSFADE,
+    MEL_FROM,
+    PAUSE_SECONDS,
+    STREAM_CHUNK_FRAMES,
+    SynthesisConfig,
+)
 from muomni.text import TextProcessor, split_text
+
+DEFAULTS = SynthesisConfig()  # every default below (muomni.synthesis_config)
 
 _WARNED_GRIFFIN_LIM = False
 
 
-def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = 32) -> Tensor:
+def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = DEFAULTS.griffin_lim_iters) -> Tensor:
     """log-mel (B, T, 128) or (T, 128) -> wav (B, T * 256) or (T * 256,).
 
     vocoder: a HiFi-GAN generator (``muomni.load.load_vocoder``: trained or pretrained) or None for Griffin-Lim
@@ -97,9 +108,10 @@ def encode_texts(bundle: TalkerBundle, texts: list[str]) -> tuple[Tensor, Tensor
 
 
 @torch.no_grad()
-def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, temperature: float = 0.0,
-                  top_k: int | None = None, top_p: float | None = None, seed: int | None = 0,
-                  max_frames: int | None = None, duration_scale: float = 1.0, return_probs: bool = False,
+def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, temperature: float = DEFAULTS.temperature,
+                  top_k: int | None = DEFAULTS.top_k, top_p: float | None = DEFAULTS.top_p,
+                  seed: int | None = DEFAULTS.seed, max_frames: int | None = None,
+                  duration_scale: float = DEFAULTS.duration_scale, return_probs: bool = False,
                   compile: bool = False):
     """texts -> codes, one (T, n_q) long tensor each (batched generation, seedable).
 
@@ -131,9 +143,6 @@ def _warn_past_training(bundle: TalkerBundle, texts: list[str], text_lens: list[
         warnings.warn(f"{len(over)} text(s) ran past the lengths this Talker trained on (max_text {cfg.max_text} "
                       f"tokens, max_frames {cfg.max_frames} frames), where it degrades: {'; '.join(over[:3])}; "
                       "synthesize() splits long texts at sentence and clause boundaries", stacklevel=4)
-
-
-PAUSE_SECONDS = 0.2  # silence between the pieces of a text split by ``split_for_talker``
 
 
 def split_for_talker(bundle: TalkerBundle, texts: list[str]) -> tuple[list[str], list[int]]:
@@ -189,11 +198,9 @@ def probs_to_mel(codec: nn.Module, probs: list[Tensor]) -> list[Tensor]:
     return [codec.decode_expected(p[None].to(_codec_device(codec)))[0] for p in probs]
 
 
-MEL_FROM = ("expected", "codes")
-
-
 def synthesize_with_mels(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
-                         n_iter: int = 32, mel_from: str = "expected", **generation) -> tuple[list[Tensor], list]:
+                         n_iter: int = DEFAULTS.griffin_lim_iters, mel_from: str = DEFAULTS.mel_from,
+                         **generation) -> tuple[list[Tensor], list]:
     """texts -> (log-mels (T, 128), 16 kHz waveforms as numpy float32): text -> codes -> mel -> vocoder.
 
     A text longer than the Talker's trained ``max_text`` is synthesized in pieces (``split_for_talker``),
@@ -220,24 +227,20 @@ def synthesize_with_mels(bundle: TalkerBundle, texts: list[str], speakers=None, 
 
 
 def synthesize(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
-               n_iter: int = 32, mel_from: str = "expected", **generation) -> list:
+               n_iter: int = DEFAULTS.griffin_lim_iters, mel_from: str = DEFAULTS.mel_from, **generation) -> list:
     """texts -> 16 kHz waveforms (numpy float32), Griffin-Lim when no vocoder is given."""
     return synthesize_with_mels(bundle, texts, speakers, vocoder, n_iter, mel_from, **generation)[1]
 
 
 # ---------------------------------------------------------------- streaming (docs/DESIGN.md §11)
 
-STREAM_CHUNK_FRAMES = 4  # code frames per chunk: 320 ms
-GLOBAL_LOOKAHEAD = 8  # code frames waited for past a chunk when the codec decoder attends (no exact lookahead)
-GRIFFIN_LIM_CONTEXT = 12  # mel frames of Griffin-Lim window on each side of a chunk ...
-GRIFFIN_LIM_CROSSFADE = 4  # ... of which the first right ones are faded into the next chunk (streaming.WarmGriffinLim)
-
-
 def stream_synthesis(bundle: TalkerBundle, text: str, speaker=None, vocoder: nn.Module | None = None,
-                     chunk_frames: int = STREAM_CHUNK_FRAMES, lookahead: int | None = None, n_iter: int = 32,
-                     mel_from: str = "expected", vocoder_context: int | None = None, temperature: float = 0.0,
-                     top_k: int | None = None, top_p: float | None = None, seed: int | None = 0,
-                     max_frames: int | None = None, duration_scale: float = 1.0):
+                     chunk_frames: int = STREAM_CHUNK_FRAMES, lookahead: int | None = None,
+                     n_iter: int = DEFAULTS.griffin_lim_iters, mel_from: str = DEFAULTS.mel_from,
+                     vocoder_context: int | None = None, temperature: float = DEFAULTS.temperature,
+                     top_k: int | None = DEFAULTS.top_k, top_p: float | None = DEFAULTS.top_p,
+                     seed: int | None = DEFAULTS.seed, max_frames: int | None = None,
+                     duration_scale: float = DEFAULTS.duration_scale):
     """text -> 16 kHz float32 waveform chunks (numpy), yielded while the Talker decodes; together they are
     ``synthesize`` of the same text and seed (``muomni.streaming`` says how exactly).
 

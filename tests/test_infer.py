@@ -89,7 +89,8 @@ def test_evaluate_tts_writes_the_wavs_and_word_error_per_speaker(talker_ckpt, ti
 def test_a_paragraph_is_synthesized_in_pieces_joined_by_pauses(talker_ckpt):
     from muomni.audio import HOP_LENGTH, SAMPLE_RATE
     from muomni.load import load_talker
-    from muomni.synthesis import PAUSE_SECONDS, split_for_talker, synthesize_with_mels, text_to_codes
+    from muomni.synthesis import split_for_talker, synthesize_with_mels, text_to_codes
+    from muomni.synthesis_config import PAUSE_SECONDS
 
     bundle = load_talker(talker_ckpt)
     sentences = ["The cat sat on the mat by the door.", "Then it walked out, slowly, into the rain.",

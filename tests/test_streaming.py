@@ -35,6 +35,7 @@ from muomni.streaming import (
     hifigan_radius,
     snr_db,
 )
+from muomni.synthesis_config import MEL_FROM
 
 SNR_EXACT_DB = 80.0  # streamed vs offline HiFi-GAN audio with the full receptive field: float rounding only
 CODECS = {"default": {}, "codec_tiny": {"n_blocks": 6, "dilations": [1, 2, 4]},
@@ -215,7 +216,7 @@ def hifigan(tiny_talker):
     return path
 
 
-@pytest.mark.parametrize("mel_from", synthesis.MEL_FROM)
+@pytest.mark.parametrize("mel_from", MEL_FROM)
 def test_streamed_audio_is_the_offline_audio_and_starts_before_the_talker_ends(talker_ckpt, hifigan, mel_from,
                                                                                monkeypatch):
     bundle, vocoder = load_talker(talker_ckpt), load_vocoder(hifigan)

@@ -34,8 +34,10 @@ from muomni.load import load_codec, load_talker, load_vocoder
 from muomni.metrics import codec_round_trip, mean_scores, vocoder_scores
 from muomni.models.griffinlim import mel_to_wav
 from muomni.pretrained import is_pretrained_name
-from muomni.synthesis import MEL_FROM, synthesize_with_mels, vocode
+from muomni.synthesis import synthesize_with_mels, vocode
+from muomni.synthesis_config import MEL_FROM, SynthesisConfig
 
+DEFAULTS = SynthesisConfig()  # the options' defaults: synthesis's (muomni.synthesis_config)
 VOCODER_HELP = ("a train_vocoder.py checkpoint (file, run folder or exported folder), or 'universal' (HiFi-GAN V1's "
                 "pretrained universal generator behind the default mel adapter; 'universal:stretch' for the other)")
 
@@ -193,7 +195,7 @@ def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"one or more vocoders, each {VOCODER_HELP}; all are scored on the same utterances")
     p.add_argument("--data", required=True, help="corpus folder; its held-out split is evaluated")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out utterances")
-    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--n-iter", type=int, default=DEFAULTS.griffin_lim_iters, help="Griffin-Lim iterations")
     p.add_argument("--out-dir", default="", help="folder for every system's wavs, mel pictures and index.html")
     add_asr_arguments(p)
     add_mos_arguments(p)
@@ -263,12 +265,12 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
     add_mos_arguments(p)
     p.add_argument("--limit", type=int, default=0, help="synthesize only the first N held-out texts")
     p.add_argument("--batch", type=int, default=8, help="texts generated together")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=DEFAULTS.temperature, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=DEFAULTS.top_k or 0)  # 0: none
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--compile", action="store_true", help="compile the decoding step (CUDA graphs on a GPU)")
-    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
-    p.add_argument("--mel-from", choices=MEL_FROM, default="expected",
+    p.add_argument("--n-iter", type=int, default=DEFAULTS.griffin_lim_iters, help="Griffin-Lim iterations")
+    p.add_argument("--mel-from", choices=MEL_FROM, default=DEFAULTS.mel_from,
                    help="decode the expected code vectors (default) or the generated codes (infer_tts.py --help)")
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <talker dir>/eval_tts.json)")
