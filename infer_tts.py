@@ -39,15 +39,10 @@ from muomni.audio import SAMPLE_RATE, mel_basis, mel_to_png, save_wav
 from muomni.checkpoint import CheckpointError
 from muomni.config import ConfigError
 from muomni.files import write_json
+from muomni.load import load_talker, load_vocoder
 from muomni.streaming import write_chunks
-from muomni.synthesis import (
-    MEL_FROM,
-    STREAM_CHUNK_FRAMES,
-    load_talker,
-    load_vocoder,
-    stream_synthesis,
-    synthesize_with_mels,
-)
+from muomni.synthesis import stream_synthesis, synthesize_with_mels
+from muomni.synthesis_config import MEL_FROM, STREAM_CHUNK_FRAMES, SynthesisConfig
 from muomni.training.device import select_device
 
 
@@ -83,6 +78,7 @@ def slug(text: str, limit: int = 40) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    defaults = SynthesisConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--talker", required=True, help="Talker checkpoint or exported folder")
     parser.add_argument("--vocoder", help="HiFi-GAN checkpoint or exported folder, or 'universal' (HiFi-GAN V1's "
@@ -95,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--out", type=Path, help="output wav (one sentence)")
     target.add_argument("--out-dir", type=Path, help="output folder (default: outputs/tts)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy decoding")
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-seconds", type=float, default=20.0, help="longest audio per sentence")
-    parser.add_argument("--griffin-lim-iters", type=int, default=32)
-    parser.add_argument("--mel-from", choices=MEL_FROM, default="expected",
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="0 = greedy decoding")
+    parser.add_argument("--top-k", type=int, default=defaults.top_k)
+    parser.add_argument("--top-p", type=float, default=defaults.top_p)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds, help="longest audio per sentence")
+    parser.add_argument("--griffin-lim-iters", type=int, default=defaults.griffin_lim_iters)
+    parser.add_argument("--mel-from", choices=MEL_FROM, default=defaults.mel_from,
                         help="expected: the codec decodes each frame's expected code vectors under the Talker's "
                              "distribution (clearer); codes: the generated codes themselves")
     parser.add_argument("--batch", type=int, default=8, help="sentences generated together")

@@ -26,12 +26,13 @@ from muomni.data.talker import TalkerData, read_prompts
 from muomni.data.tokenize import mel_cache_dir
 from muomni.distributed import mean_over_ranks
 from muomni.files import write_json
+from muomni.load import load_vocoder
 from muomni.metrics import perplexities, talker_heldout, talker_summary
 from muomni.models.codec import codec_to_dict
 from muomni.models.talker import AnyTalkerConfig, TalkerConfig, build_talker, count_parameters
 from muomni.samples import talker_ground_truth, talker_samples
 from muomni.speech_check import SpeechCheck, tts_wavs
-from muomni.synthesis import TalkerBundle, load_vocoder
+from muomni.synthesis import TalkerBundle
 from muomni.talker_training import batch_order, build_optimizer, epoch_steps, micro_batch, talker_data
 from muomni.text import TextProcessor
 from muomni.training.cli import add_run_args, load_run_config

@@ -45,15 +45,16 @@ from muomni.data.tokenize import mel_cache_dir
 from muomni.data.vocoder import AudioCache, CodecMels, Prefetch, TalkerMels, random_segments
 from muomni.distributed import mean_over_ranks
 from muomni.gan import adapter_micro_batch, build_gan, micro_batch, optimizer_steps
+from muomni.load import load_codec, load_talker
 from muomni.metrics import heldout_mel_l1
-from muomni.models.codec import codec_hash, load_codec
+from muomni.models.codec import codec_hash
 from muomni.models.griffinlim import mel_to_wav
 from muomni.models.hifigan import HiFiGANConfig
 from muomni.models.universal import UniversalMel, universal_mismatch
 from muomni.pretrained import is_pretrained_name, parse_name, universal_state_dict, weights_path
 from muomni.samples import vocoder_samples
 from muomni.speech_check import SpeechCheck, vocoder_wavs
-from muomni.synthesis import MEL_FROM, load_talker
+from muomni.synthesis_config import MEL_FROM
 from muomni.training.cli import add_run_args, load_run_config
 from muomni.training.device import make_grad_scaler
 from muomni.training.run import Run

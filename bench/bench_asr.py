@@ -26,13 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 from demo_data import demo_corpus, not_measured  # noqa: E402
 
-from muomni.asr import PocketsphinxASR  # noqa: E402
 from muomni.audio import SAMPLE_RATE, load_audio, log_mel  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus  # noqa: E402
-from muomni.listening import write_listening_page  # noqa: E402
+from muomni.eval.asr import PocketsphinxASR  # noqa: E402
+from muomni.eval.listening import write_listening_page  # noqa: E402
+from muomni.eval.scoring import score_systems  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
-from muomni.scoring import score_systems  # noqa: E402
+from muomni.synthesis_config import GRIFFIN_LIM_ITERS  # noqa: E402
 
 LIMIT = int(os.environ.get("BENCH_ASR_LIMIT", "40"))
 ASRS = [("whisper", ""), ("pocketsphinx", "")]
@@ -45,7 +46,7 @@ def run() -> list[dict]:
         return [not_measured(row)]
     items = load_corpus(DataConfig(path=str(data))).heldout[:LIMIT]
     truth = [load_audio(it.path) for it in items]
-    gl = [mel_to_wav(log_mel(w)[0], n_iter=32)[: len(w)].numpy() for w in truth]
+    gl = [mel_to_wav(log_mel(w)[0], n_iter=GRIFFIN_LIM_ITERS)[: len(w)].numpy() for w in truth]
     out = ROOT / "outputs" / "bench_asr"  # every transcript, the wavs and a listening page, for a look afterwards
     scores = score_systems(items, {"ground_truth": truth, "griffinlim": gl}, ASRS, out)
     (out / "report.json").write_text(json.dumps({"kind": "asr bench", **scores}, indent=2) + "\n")

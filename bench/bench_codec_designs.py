@@ -31,12 +31,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from muomni.asr import load_asr  # noqa: E402
 from muomni.audio import load_audio, mel_to_png  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus, mel_cache  # noqa: E402
 from muomni.data.tokenize import mel_cache_dir  # noqa: E402
-from muomni.models.codec import load_codec  # noqa: E402
+from muomni.eval.asr import load_asr  # noqa: E402
+from muomni.load import load_codec  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
 from muomni.models.quantize import codebook_usage  # noqa: E402
 

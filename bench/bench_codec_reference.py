@@ -26,14 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 from demo_data import MISSING, demo_corpus, not_measured  # noqa: E402
 
-from muomni.asr import load_asr, transcribe  # noqa: E402
 from muomni.audio import load_audio  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus, mel_cache  # noqa: E402
 from muomni.data.tokenize import mel_cache_dir  # noqa: E402
+from muomni.eval.asr import load_asr, transcribe  # noqa: E402
+from muomni.eval.wer import word_error_by_speaker, word_error_rate  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
 from muomni.models.quantize import kmeans  # noqa: E402
-from muomni.wer import word_error_by_speaker, word_error_rate  # noqa: E402
 
 PRESETS = {"codec_tiny": (2, 128), "codec_base": (8, 256)}
 LIMIT, WHISPER_LIMIT, ITERS, SEED = 100, 40, 25, 0
@@ -42,7 +42,7 @@ FRAMES = 5  # mel frames per code frame
 
 
 def wer(refs: list[str], hyps: list[str]) -> float:
-    """Corpus word error with the evaluation's normaliser (muomni.wer), rounded for the tables."""
+    """Corpus word error with the evaluation's normaliser (muomni.eval.wer), rounded for the tables."""
     return round(word_error_rate(refs, hyps), 3)
 
 

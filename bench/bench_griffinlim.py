@@ -25,10 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from muomni.audio import FMAX, FMIN, HOP_LENGTH, N_FFT, SAMPLE_RATE, WIN_LENGTH, load_audio, log_mel  # noqa: E402
 from muomni.models.griffinlim import linear_magnitude, mel_to_wav, spectral_convergence  # noqa: E402
+from muomni.synthesis_config import GRIFFIN_LIM_ITERS  # noqa: E402
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river."
 SECONDS = 3.2
-N_ITER = 32
+N_ITER = GRIFFIN_LIM_ITERS  # the iterations synthesis runs
 
 
 def flite_speech(seconds: float = SECONDS) -> np.ndarray:

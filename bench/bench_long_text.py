@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import infer_tts  # noqa: E402
-from muomni.asr import load_asr  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus  # noqa: E402
-from muomni.wer import word_error_rate  # noqa: E402
+from muomni.eval.asr import load_asr  # noqa: E402
+from muomni.eval.wer import word_error_rate  # noqa: E402
 
 DEMO_TALKER = ROOT / "checkpoints" / "demo" / "talker"
 TARGET = 1.2

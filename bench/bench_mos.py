@@ -1,4 +1,4 @@
-"""What rating naturalness costs: DNSMOS (muomni.mos) beside Whisper tiny.en on the same held-out audio.
+"""What rating naturalness costs: DNSMOS (muomni.eval.mos) beside Whisper tiny.en on the same held-out audio.
 
 On the first ``LIMIT`` held-out utterances of the demo corpus (``BENCH_MOS_DATA=DIR`` names another), the
 flite ground truth is rated by DNSMOS (P.835 and P.808, the ONNX sessions built once) and transcribed by
@@ -25,11 +25,11 @@ sys.path.insert(0, str(ROOT))
 
 from demo_data import demo_corpus, not_measured  # noqa: E402
 
-from muomni.asr import load_asr  # noqa: E402
 from muomni.audio import SAMPLE_RATE, load_audio  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus  # noqa: E402
-from muomni.mos import load_mos  # noqa: E402
+from muomni.eval.asr import load_asr  # noqa: E402
+from muomni.eval.mos import load_mos  # noqa: E402
 
 LIMIT = int(os.environ.get("BENCH_MOS_LIMIT", "10"))
 

@@ -40,6 +40,7 @@ from bench_synthesis import _models  # noqa: E402
 from bench_vocoder import generator_config  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from muomni.load import load_talker, load_vocoder  # noqa: E402
 from muomni.models.griffinlim import mel_to_magnitude, spectral_convergence  # noqa: E402
 from muomni.models.hifigan import Generator  # noqa: E402
 from muomni.models.talker.aligner import aligned_states, durations_from_prediction, durations_to_path  # noqa: E402
@@ -47,16 +48,14 @@ from muomni.onnx_export import export_onnx  # noqa: E402
 from muomni.onnx_runtime import OnnxTTS  # noqa: E402
 from muomni.streaming import CodecStage, codec_decoder_radius, snr_db  # noqa: E402
 from muomni.synthesis import (  # noqa: E402
-    PAUSE_SECONDS,
     TalkerBundle,
-    load_talker,
-    load_vocoder,
     split_for_talker,
     stream_synthesis,
     synthesize,
     synthesize_with_mels,
     text_to_codes,
 )
+from muomni.synthesis_config import PAUSE_SECONDS  # noqa: E402
 
 SENTENCE = ("The quick brown fox jumps over the lazy dog, and then it runs back home through the long grass to "
             "sleep beside the warm fire until the morning comes.")

@@ -30,8 +30,9 @@ from demo_data import demo_corpus, not_measured  # noqa: E402
 from muomni.audio import SAMPLE_RATE, load_audio, log_mel  # noqa: E402
 from muomni.config import DataConfig  # noqa: E402
 from muomni.data import load_corpus  # noqa: E402
+from muomni.load import load_vocoder  # noqa: E402
 from muomni.models.griffinlim import mel_to_wav  # noqa: E402
-from muomni.synthesis import load_vocoder  # noqa: E402
+from muomni.synthesis_config import GRIFFIN_LIM_ITERS  # noqa: E402
 
 LIMIT = int(os.environ.get("BENCH_UNIVERSAL_LIMIT", "6"))
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
@@ -54,7 +55,8 @@ def _best(fns: dict, mels: list[torch.Tensor]) -> dict[str, float]:
 
 def run() -> list[dict]:
     data = demo_corpus("BENCH_UNIVERSAL_DATA")
-    row = {"benchmark": f"universal HiFi-GAN, {THREADS} threads", "baseline": "Griffin-Lim, 32 iterations"}
+    row = {"benchmark": f"universal HiFi-GAN, {THREADS} threads",
+           "baseline": f"Griffin-Lim, {GRIFFIN_LIM_ITERS} iterations"}
     if data is None:
         return [not_measured(row)]
     threads = torch.get_num_threads()
@@ -68,7 +70,7 @@ def run() -> list[dict]:
         for v in vocoders.values():  # warm up
             with torch.no_grad():
                 v(mels[0][:50])
-        times = _best({"griffinlim": lambda m: mel_to_wav(m, n_iter=32), **vocoders}, mels)
+        times = _best({"griffinlim": lambda m: mel_to_wav(m, n_iter=GRIFFIN_LIM_ITERS), **vocoders}, mels)
         rows = []
         for name, v in vocoders.items():
             rows.append({**row, "metric": f"real-time factor, {name} adapter ({len(mels)} utterances, "

@@ -1,5 +1,6 @@
-"""``python -m muomni plot RUN_DIR [RUN_DIR ...]``, ``python -m muomni export CKPT --out DIR`` (safetensors) and
-``python -m muomni export TALKER --onnx DIR [--vocoder CKPT]`` (ONNX graphs for ``muomni.onnx_runtime``)."""
+"""``python -m muomni plot RUN_DIR [RUN_DIR ...]``, ``python -m muomni export CKPT --out DIR`` (safetensors),
+``python -m muomni export TALKER --onnx DIR [--vocoder CKPT]`` (ONNX graphs for ``muomni.onnx_runtime``) and
+``python -m muomni evaluate {codec,vocoder,tts} ...`` (``muomni.eval.evaluate``, which parses its own arguments)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,16 @@ from .plot import plot_run
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"]:
+        from .eval.evaluate import main as evaluate
+
+        evaluate(argv[1:])
+        return 0
     parser = argparse.ArgumentParser(prog="python -m muomni", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("evaluate", add_help=False, help="score a codec, vocoder or Talker on held-out sentences "
+                                                    "(python -m muomni evaluate -h)")
     plot = sub.add_parser("plot", help="loss-curve PNGs from a run folder's metrics.jsonl")
     plot.add_argument("run_dir", nargs="+")
     plot.add_argument("--out", help="folder for the PNGs (default: RUN_DIR/plots; with several runs, "
@@ -37,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(path)
     elif args.onnx:
         from .config import ConfigError
+        from .load import load_talker, load_vocoder
         from .onnx_export import export_onnx
-        from .synthesis import load_talker, load_vocoder
 
         try:
             bundle = load_talker(args.checkpoint)

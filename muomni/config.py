@@ -48,7 +48,7 @@ class DataConfig:
 
 
 CPU_PRECISIONS = ("fp32", "bf16", "auto")  # train.cpu_precision (muomni.training.device.amp_dtype)
-SPEECH_ASRS = ("auto", "whisper", "pocketsphinx", "none")  # train.speech_asr (muomni.asr.BACKENDS, auto, none)
+SPEECH_ASRS = ("auto", "whisper", "pocketsphinx", "none")  # train.speech_asr (muomni.eval.asr.BACKENDS, auto, none)
 
 
 @dataclass

@@ -27,14 +27,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .asr import whisper_available
 from .checkpoint import step_checkpoints
 from .config import read_json_with_base
 from .data import corpus_fingerprint
+from .eval.asr import whisper_available
+from .eval.listening import write_listening_page
+from .eval.mos import FIELD_LABELS, FIELDS
 from .files import write_json
-from .listening import write_listening_page
-from .models.codec import codec_hash, load_codec
-from .mos import FIELD_LABELS, FIELDS
+from .load import load_codec
+from .models.codec import codec_hash
 from .pretrained import PretrainedMissing, weights_path
 
 PY = sys.executable
@@ -185,11 +186,11 @@ class Demo:
         talker = self.train("talker", "train_talker.py", CONFIGS / "talker.json",
                             {**corpus, "codec": codec_id(CONFIGS / "codec.json")})
         vocoder = self.choose_vocoder()
-        self.stage("synthesize", [PY, "-m", "muomni.evaluate", "tts", "--talker", str(talker), "--data", str(data),
+        self.stage("synthesize", [PY, "-m", "muomni", "evaluate", "tts", "--talker", str(talker), "--data", str(data),
                                   *(["--vocoder", vocoder] if vocoder else []),
                                   "--json", str(self.out / "tts.json"),
                                   "--limit", str(a.sentences), *self.asr_args("synthesize")])
-        self.stage("evaluate codec", [PY, "-m", "muomni.evaluate", "codec", "--codec", str(codec), "--data",
+        self.stage("evaluate codec", [PY, "-m", "muomni", "evaluate", "codec", "--codec", str(codec), "--data",
                                       str(data), "--json", str(self.out / "codec.json"), "--limit", str(a.sentences),
                                       *self.asr_args("evaluate codec")])
         self.stage("pictures", [PY, "-m", "muomni", "plot", str(run_dir(CONFIGS / "codec.json")),

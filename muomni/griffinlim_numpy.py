@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from muomni.synthesis_config import GRIFFIN_LIM_ITERS
+
 _EPS = 1e-8
 
 
 class GriffinLim:
     """mel_basis (n_mels, F) float64, as the ONNX folder's ``mel_basis.npy``; n_fft, hop as the front-end."""
 
-    def __init__(self, mel_basis: np.ndarray, n_fft: int = 1024, hop: int = 256, n_iter: int = 32,
+    def __init__(self, mel_basis: np.ndarray, n_fft: int = 1024, hop: int = 256, n_iter: int = GRIFFIN_LIM_ITERS,
                  momentum: float = 0.99, nnls_iter: int = 30):
         basis = np.asarray(mel_basis, dtype=np.float64)
         gram = basis.T @ basis

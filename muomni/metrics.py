@@ -1,6 +1,6 @@
 """Objective figures that need no recogniser (docs/DESIGN.md §9): codec reconstruction and codebook use,
 the Talker's held-out losses and perplexities, vocoder mel L1, PESQ and STOI. Word error is
-``muomni.wer``'s, the recognisers are ``muomni.asr``'s.
+``muomni.eval.wer``'s, the recognisers are ``muomni.eval.asr``'s.
 """
 
 from __future__ import annotations

@@ -227,7 +227,7 @@ def _cache_names(n_layers: int, prefix: tuple[str, str]) -> list[str]:
 
 @torch.no_grad()
 def export_onnx(bundle, out_dir: str | Path, vocoder: nn.Module | None = None) -> Path:
-    """A loaded TalkerBundle (``synthesis.load_talker``) and optionally a HiFi-GAN generator -> the folder."""
+    """A loaded TalkerBundle (``muomni.load.load_talker``) and optionally a HiFi-GAN generator -> the folder."""
     talker, codec = bundle.model.eval().cpu(), bundle.codec.eval().cpu()
     cfg = talker.cfg
     if cfg.arch != "ar":

@@ -1,6 +1,7 @@
 """Text to speech with numpy, onnxruntime and espeak-ng alone, from the folder that ``python -m muomni export RUN
 --onnx OUT/`` writes (docs/DESIGN.md §12). Imports no torch: the text front-end (``muomni.text``), the streaming
-stages (``muomni.streaming``) and Griffin-Lim (``muomni.griffinlim_numpy``) are numpy and the standard library.
+stages (``muomni.streaming``) and Griffin-Lim (``muomni.griffinlim_numpy``) are numpy and the standard library,
+and the defaults are synthesis's (``muomni.synthesis_config``).
 
     python -m muomni.onnx_runtime OUT/ --text "Hello there." --out hello.wav
     python -m muomni.onnx_runtime OUT/ --text "Hello there." --stream | aplay -r 16000 -f FLOAT_LE
@@ -34,10 +35,18 @@ from muomni.streaming import (
     pause_frames,
     write_chunks,
 )
+from muomni.synthesis_config import (
+    GLOBAL_LOOKAHEAD,
+    GRIFFIN_LIM_CONTEXT,
+    GRIFFIN_LIM_CROSSFADE,
+    MEL_FROM,
+    PAUSE_SECONDS,
+    STREAM_CHUNK_FRAMES,
+    SynthesisConfig,
+)
 from muomni.text import TextProcessor, split_text
 
-PAUSE_SECONDS = 0.2  # as muomni.synthesis.PAUSE_SECONDS (tests/test_onnx.py checks they agree)
-STREAM_CHUNK_FRAMES, GLOBAL_LOOKAHEAD, GRIFFIN_LIM_CONTEXT, GRIFFIN_LIM_CROSSFADE = 4, 8, 12, 4  # as synthesis's
+DEFAULTS = SynthesisConfig()  # synthesis's defaults (muomni.synthesis_config imports no torch)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -117,9 +126,10 @@ class OnnxTTS:
 
     # -- the Talker
 
-    def frames(self, ids: list[int], speaker: int = 0, temperature: float = 0.0, top_k: int | None = None,
-               top_p: float | None = None, rng: np.random.Generator | None = None, max_frames: int | None = None,
-               durations: np.ndarray | None = None, duration_scale: float = 1.0
+    def frames(self, ids: list[int], speaker: int = 0, temperature: float = DEFAULTS.temperature,
+               top_k: int | None = DEFAULTS.top_k, top_p: float | None = DEFAULTS.top_p,
+               rng: np.random.Generator | None = None, max_frames: int | None = None,
+               durations: np.ndarray | None = None, duration_scale: float = DEFAULTS.duration_scale
                ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Token ids -> (frame (n_q,) int64, distributions (n_q, K)) one frame at a time (generate.stream_frames).
 
@@ -193,7 +203,7 @@ class OnnxTTS:
             return self._run("codec_decode", codes=x[None].astype(np.int64))[0][0]
         return self._run("codec_expected", probs=x[None].astype(np.float32))[0][0]
 
-    def vocode(self, mel: np.ndarray, vocoder: str = "auto", n_iter: int = 32) -> np.ndarray:
+    def vocode(self, mel: np.ndarray, vocoder: str = "auto", n_iter: int = DEFAULTS.griffin_lim_iters) -> np.ndarray:
         """log-mel (T, n_mels) -> wav (256 T,): the HiFi-GAN graph when the folder has one ("auto"), or Griffin-Lim."""
         if self._use_hifigan(vocoder):
             return self._run("vocoder", mel=mel[None].astype(np.float32))[0][0]
@@ -213,8 +223,9 @@ class OnnxTTS:
 
     # -- text to audio
 
-    def synthesize(self, text: str, speaker: int | str | None = None, vocoder: str = "auto", n_iter: int = 32,
-                   mel_from: str = "expected", seed: int = 0, **generation) -> np.ndarray:
+    def synthesize(self, text: str, speaker: int | str | None = None, vocoder: str = "auto",
+                   n_iter: int = DEFAULTS.griffin_lim_iters, mel_from: str = DEFAULTS.mel_from,
+                   seed: int = DEFAULTS.seed, **generation) -> np.ndarray:
         """text -> 16 kHz float32 waveform, all at once (synthesis.synthesize)."""
         spk, rng, mels = self.speaker_id(speaker), np.random.default_rng(seed), []
         for piece in self.pieces(text):
@@ -224,9 +235,10 @@ class OnnxTTS:
                 mels.append(self.decode(np.stack([p if mel_from == "expected" else f for f, p in out])))
         return self.vocode(np.concatenate(mels), vocoder, n_iter)
 
-    def stream(self, text: str, speaker: int | str | None = None, vocoder: str = "auto", n_iter: int = 32,
-               mel_from: str = "expected", chunk_frames: int = STREAM_CHUNK_FRAMES, lookahead: int | None = None,
-               seed: int = 0, **generation) -> Iterator[np.ndarray]:
+    def stream(self, text: str, speaker: int | str | None = None, vocoder: str = "auto",
+               n_iter: int = DEFAULTS.griffin_lim_iters, mel_from: str = DEFAULTS.mel_from,
+               chunk_frames: int = STREAM_CHUNK_FRAMES, lookahead: int | None = None, seed: int = DEFAULTS.seed,
+               **generation) -> Iterator[np.ndarray]:
         """text -> waveform chunks while decoding (synthesis.stream_synthesis; muomni.streaming)."""
         spk, rng, hop = self.speaker_id(speaker), np.random.default_rng(seed), self.audio["hop_length"]
         radius = codec_decoder_radius(self.codec)
@@ -265,10 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="wav to write (16-bit); with --stream it grows chunk by chunk")
     parser.add_argument("--stream", action="store_true", help="raw 16 kHz float32 PCM to stdout, or a growing --out")
     parser.add_argument("--vocoder", choices=("auto", "hifigan", "griffinlim"), default="auto")
-    parser.add_argument("--mel-from", choices=("expected", "codes"), default="expected")
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-seconds", type=float, default=20.0)
+    parser.add_argument("--mel-from", choices=MEL_FROM, default=DEFAULTS.mel_from)
+    parser.add_argument("--temperature", type=float, default=DEFAULTS.temperature)
+    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--max-seconds", type=float, default=DEFAULTS.max_seconds)
     parser.add_argument("--threads", type=int, default=1,
                         help="onnxruntime intra-op threads (its graphs are small: one is fastest on a busy 2-core box)")
     args = parser.parse_args(argv)

@@ -6,7 +6,7 @@ So every ``train.speech_every`` steps (0: with each held-out evaluation, every `
 last step, a stage renders the first ``train.speech_items`` utterances of its held-out split, the same ones every
 time, and :class:`SpeechCheck` scores them:
 
-- word error by the recogniser ``train.speech_asr`` (``muomni.asr``), loaded once, at the first check; one that
+- word error by the recogniser ``train.speech_asr`` (``muomni.eval.asr``), loaded once, at the first check; one that
   cannot load gives one warning and the run trains on without the check;
 - naturalness by a :class:`Judge` (``score(wavs) -> [{field: rating}]``) where one is installed: ``load_judge``
   takes DNSMOS from :data:`JUDGE_MODULE` and skips quietly when that module is absent;
@@ -41,19 +41,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from muomni.asr import load_asr
 from muomni.audio import load_audio, log_mel, save_wav
+from muomni.eval.asr import load_asr
+from muomni.eval.wer import utterance_word_error, word_error_rate
 from muomni.files import write_json
 from muomni.models.griffinlim import mel_to_wav
 from muomni.synthesis import TalkerBundle, synthesize_with_mels
+from muomni.synthesis_config import GRIFFIN_LIM_ITERS  # as python -m muomni evaluate scores Griffin-Lim
 from muomni.training.rng import rng_state, set_rng_state
 from muomni.training.run import Run
-from muomni.wer import utterance_word_error, word_error_rate
 
 # The naturalness judge's module: ``load_mos(name)`` -> None or a scorer with ``label`` and ``score(wavs)``
 # (DNSMOS: ``[{"ovrl", "sig", "bak", "p808"}]`` per 16 kHz wav); load_mos("") picks DNSMOS where installed.
-JUDGE_MODULE = "muomni.mos"
-GRIFFIN_LIM_ITERS = 32  # as muomni.evaluate scores Griffin-Lim
+JUDGE_MODULE = "muomni.eval.mos"
 REFERENCES = {"ground_truth": "ground truth", "griffinlim": "Griffin-Lim, original mels"}  # stats.json keys
 
 
@@ -255,7 +255,7 @@ def codec_wavs(model: nn.Module, cache, indices: list[int], n_iter: int = GRIFFI
 
 def tts_wavs(bundle: TalkerBundle, items: list, vocoder: nn.Module | None = None) -> list[np.ndarray]:
     """The Talker's greedy synthesis of the items' texts in their speakers' voices (``TalkerItem``: speaker ids),
-    through ``vocoder`` or Griffin-Lim, as ``muomni.evaluate tts`` synthesizes."""
+    through ``vocoder`` or Griffin-Lim, as ``python -m muomni evaluate tts`` synthesizes."""
     with evaluating(bundle.model), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the Griffin-Lim note, lengths past training: said elsewhere, not per check
         return synthesize_with_mels(bundle, [u.text for u in items], [u.speaker for u in items], vocoder)[1]

@@ -1,4 +1,5 @@
-"""Synthesis: text -> codes -> mel -> wav. The last step, ``vocode``, lives here.
+"""Synthesis: text -> codes -> mel -> wav. The last step, ``vocode``, lives here; the models come from
+``muomni.load``.
 
 ``vocode`` uses a trained HiFi-GAN generator when one is given and falls back to Griffin-Lim
 (no training needed, lower quality) otherwise, saying so once per process.
@@ -9,51 +10,34 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from muomni.audio import HOP_LENGTH, LOG_FLOOR, SAMPLE_RATE
-from muomni.checkpoint import load_checkpoint
-from muomni.config import ConfigError, model_from_dict
-from muomni.models.codec import codec_from_dict
 from muomni.models.griffinlim import mel_to_wav
-from muomni.models.hifigan import HiFiGANConfig
-from muomni.models.talker import AnyTalkerConfig, build_talker
-from muomni.models.universal import build_generator
-from muomni.pretrained import is_pretrained_name, load_universal, parse_name
+from muomni.synthesis_config import (
+    GLOBAL_LOOKAHEAD,
+    GRIFFIN_LIM_CONTEXT,
+    GRIFFIN_LIM_CROSSFADE,
+    MEL_FROM,
+    PAUSE_SECONDS,
+    STREAM_CHUNK_FRAMES,
+    SynthesisConfig,
+)
 from muomni.text import TextProcessor, split_text
+
+DEFAULTS = SynthesisConfig()  # every default below (muomni.synthesis_config)
 
 _WARNED_GRIFFIN_LIM = False
 
 
-def load_vocoder(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The HiFi-GAN generator of a train_vocoder.py checkpoint (file, run folder or exported folder), or the
-    pretrained one a name gives: ``universal`` (HiFi-GAN V1's universal generator behind the default mel
-    adapter) or ``universal:<adapter>`` (``muomni.pretrained``); in eval mode with weight norm folded in.
-    Either maps muomni's log-mel (B, T, 128) to 16 kHz audio (B, T * 256).
-
-    Raises CheckpointError for a damaged file or a checkpoint of another stage, and PretrainedMissing (a
-    ConfigError naming the install command) when a pretrained name's package is not installed.
-    """
-    if is_pretrained_name(path):
-        generator = load_universal(parse_name(str(path)))
-        return generator.remove_weight_norm().eval().to(device)
-    payload = load_checkpoint(path, stage="vocoder")
-    if "generator" not in payload:
-        raise ConfigError(f"{path}: vocoder checkpoint has no 'generator' weights")
-    cfg = model_from_dict(HiFiGANConfig, payload["config"]["model"], source=str(path))
-    generator = build_generator(cfg)
-    generator.load_state_dict(payload["generator"])
-    return generator.remove_weight_norm().eval().to(device)
-
-
-def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = 32) -> Tensor:
+def vocode(mel: Tensor, vocoder: nn.Module | None = None, n_iter: int = DEFAULTS.griffin_lim_iters) -> Tensor:
     """log-mel (B, T, 128) or (T, 128) -> wav (B, T * 256) or (T * 256,).
 
-    vocoder: a HiFi-GAN generator (load_vocoder: trained or pretrained) or None for Griffin-Lim with n_iter iterations,
-    run on mel's device (``muomni.models.griffinlim.mel_to_wav``, after one warning per process).
+    vocoder: a HiFi-GAN generator (``muomni.load.load_vocoder``: trained or pretrained) or None for Griffin-Lim
+    with n_iter iterations, run on mel's device (``muomni.models.griffinlim.mel_to_wav``, after one warning per
+    process).
     """
     if vocoder is not None:
         device = next(vocoder.parameters()).device
@@ -81,20 +65,6 @@ class TalkerBundle:
     text: TextProcessor
     speakers: list[str]
     step: int = 0
-
-
-def load_talker(path: str | Path, device: str | torch.device = "cpu") -> TalkerBundle:
-    """A train_talker.py checkpoint -> TalkerBundle in eval mode; needs no other file."""
-    payload = load_checkpoint(path, stage="talker")
-    for key in ("model", "codec", "text"):
-        if key not in payload:
-            raise ConfigError(f"{path}: Talker checkpoint has no '{key}' entry (written by an older train_talker.py?)")
-    cfg = model_from_dict(AnyTalkerConfig, payload["config"]["model"], source=str(path))
-    model = build_talker(cfg)
-    model.load_state_dict(payload["model"])
-    codec = codec_from_dict(payload["codec"], source=f"{path} (codec)")
-    return TalkerBundle(model.eval().to(device), codec.eval().to(device), TextProcessor.from_dict(payload["text"]),
-                        list(payload.get("speakers", [""])), int(payload.get("step", 0)))
 
 
 def _speaker_ids(bundle: TalkerBundle, speakers, n: int) -> list[int]:
@@ -138,9 +108,10 @@ def encode_texts(bundle: TalkerBundle, texts: list[str]) -> tuple[Tensor, Tensor
 
 
 @torch.no_grad()
-def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, temperature: float = 0.0,
-                  top_k: int | None = None, top_p: float | None = None, seed: int | None = 0,
-                  max_frames: int | None = None, duration_scale: float = 1.0, return_probs: bool = False,
+def text_to_codes(bundle: TalkerBundle, texts: list[str], speakers=None, temperature: float = DEFAULTS.temperature,
+                  top_k: int | None = DEFAULTS.top_k, top_p: float | None = DEFAULTS.top_p,
+                  seed: int | None = DEFAULTS.seed, max_frames: int | None = None,
+                  duration_scale: float = DEFAULTS.duration_scale, return_probs: bool = False,
                   compile: bool = False):
     """texts -> codes, one (T, n_q) long tensor each (batched generation, seedable).
 
@@ -172,9 +143,6 @@ def _warn_past_training(bundle: TalkerBundle, texts: list[str], text_lens: list[
         warnings.warn(f"{len(over)} text(s) ran past the lengths this Talker trained on (max_text {cfg.max_text} "
                       f"tokens, max_frames {cfg.max_frames} frames), where it degrades: {'; '.join(over[:3])}; "
                       "synthesize() splits long texts at sentence and clause boundaries", stacklevel=4)
-
-
-PAUSE_SECONDS = 0.2  # silence between the pieces of a text split by ``split_for_talker``
 
 
 def split_for_talker(bundle: TalkerBundle, texts: list[str]) -> tuple[list[str], list[int]]:
@@ -230,11 +198,9 @@ def probs_to_mel(codec: nn.Module, probs: list[Tensor]) -> list[Tensor]:
     return [codec.decode_expected(p[None].to(_codec_device(codec)))[0] for p in probs]
 
 
-MEL_FROM = ("expected", "codes")
-
-
 def synthesize_with_mels(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
-                         n_iter: int = 32, mel_from: str = "expected", **generation) -> tuple[list[Tensor], list]:
+                         n_iter: int = DEFAULTS.griffin_lim_iters, mel_from: str = DEFAULTS.mel_from,
+                         **generation) -> tuple[list[Tensor], list]:
     """texts -> (log-mels (T, 128), 16 kHz waveforms as numpy float32): text -> codes -> mel -> vocoder.
 
     A text longer than the Talker's trained ``max_text`` is synthesized in pieces (``split_for_talker``),
@@ -261,24 +227,20 @@ def synthesize_with_mels(bundle: TalkerBundle, texts: list[str], speakers=None, 
 
 
 def synthesize(bundle: TalkerBundle, texts: list[str], speakers=None, vocoder: nn.Module | None = None,
-               n_iter: int = 32, mel_from: str = "expected", **generation) -> list:
+               n_iter: int = DEFAULTS.griffin_lim_iters, mel_from: str = DEFAULTS.mel_from, **generation) -> list:
     """texts -> 16 kHz waveforms (numpy float32), Griffin-Lim when no vocoder is given."""
     return synthesize_with_mels(bundle, texts, speakers, vocoder, n_iter, mel_from, **generation)[1]
 
 
 # ---------------------------------------------------------------- streaming (docs/DESIGN.md §11)
 
-STREAM_CHUNK_FRAMES = 4  # code frames per chunk: 320 ms
-GLOBAL_LOOKAHEAD = 8  # code frames waited for past a chunk when the codec decoder attends (no exact lookahead)
-GRIFFIN_LIM_CONTEXT = 12  # mel frames of Griffin-Lim window on each side of a chunk ...
-GRIFFIN_LIM_CROSSFADE = 4  # ... of which the first right ones are faded into the next chunk (streaming.WarmGriffinLim)
-
-
 def stream_synthesis(bundle: TalkerBundle, text: str, speaker=None, vocoder: nn.Module | None = None,
-                     chunk_frames: int = STREAM_CHUNK_FRAMES, lookahead: int | None = None, n_iter: int = 32,
-                     mel_from: str = "expected", vocoder_context: int | None = None, temperature: float = 0.0,
-                     top_k: int | None = None, top_p: float | None = None, seed: int | None = 0,
-                     max_frames: int | None = None, duration_scale: float = 1.0):
+                     chunk_frames: int = STREAM_CHUNK_FRAMES, lookahead: int | None = None,
+                     n_iter: int = DEFAULTS.griffin_lim_iters, mel_from: str = DEFAULTS.mel_from,
+                     vocoder_context: int | None = None, temperature: float = DEFAULTS.temperature,
+                     top_k: int | None = DEFAULTS.top_k, top_p: float | None = DEFAULTS.top_p,
+                     seed: int | None = DEFAULTS.seed, max_frames: int | None = None,
+                     duration_scale: float = DEFAULTS.duration_scale):
     """text -> 16 kHz float32 waveform chunks (numpy), yielded while the Talker decodes; together they are
     ``synthesize`` of the same text and seed (``muomni.streaming`` says how exactly).
 

@@ -14,7 +14,8 @@ from muomni.config import ConfigError, TrainConfig
 from muomni.data import Corpus, corpus_fingerprint, load_corpus
 from muomni.data.talker import BucketOrder, TalkerData
 from muomni.distributed import rank_shares
-from muomni.models.codec import codec_hash, load_codec
+from muomni.load import load_codec
+from muomni.models.codec import codec_hash
 from muomni.models.talker import AnyTalkerConfig, TalkerOutput
 from muomni.text import TextProcessor
 from muomni.training.device import autocast, make_grad_scaler

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from muomni import asr
 from muomni.audio import load_audio
 from muomni.data import Item
-from muomni.scoring import score_systems
-from muomni.wer import hallucination, normalize_for_wer, utterance_word_error, word_error_rate
+from muomni.eval import asr
+from muomni.eval.scoring import score_systems
+from muomni.eval.wer import hallucination, normalize_for_wer, utterance_word_error, word_error_rate
 
 OTHERS = [f"Sentence number {i} is about the weather in the mountains." for i in range(10)]
 

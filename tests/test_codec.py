@@ -14,6 +14,7 @@ import torch
 from muomni.checkpoint import CheckpointError, save_checkpoint
 from muomni.config import ConfigError
 from muomni.data import tokenize as tok
+from muomni.load import load_codec
 from muomni.models.codec import (
     LOSSES,
     CodecConfig,
@@ -21,7 +22,6 @@ from muomni.models.codec import (
     codec_from_dict,
     codec_hash,
     codec_to_dict,
-    load_codec,
     spectral_losses,
 )
 from muomni.models.quantize import STRAIGHT_THROUGH, EuclideanCodebook, ResidualVQ, codebook_usage, nearest
@@ -358,7 +358,7 @@ def test_tokenize_cli_on_the_trained_codec(trained_run: Path, flite_corpus: Path
 
 @pytest.mark.timeout(180)  # 25 s measured on 2 cores under a load of ~8
 def test_evaluate_codec_cli_reports_word_error_per_speaker(trained_run: Path, flite_corpus: Path, tmp_path: Path):
-    from muomni import evaluate
+    from muomni.eval import evaluate
 
     report = evaluate.main(["codec", "--codec", str(trained_run / "best.pt"), "--data", str(flite_corpus),
                             "--json", str(tmp_path / "codec.json"), "--asr", "pocketsphinx,whisper",

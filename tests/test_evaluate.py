@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from muomni import evaluate, wer
+from muomni.eval import evaluate, wer
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ def test_empty_line_in_text_file_is_named(talker_ckpt, tmp_path):
 
 
 def test_evaluate_tts_writes_the_wavs_and_word_error_per_speaker(talker_ckpt, tiny_talker, tmp_path):
-    from muomni import evaluate
+    from muomni.eval import evaluate
 
     report = evaluate.main(["tts", "--talker", str(talker_ckpt), "--data", str(tiny_talker["corpus"]), "--out-dir",
                             str(tmp_path / "wavs"), "--json", str(tmp_path / "tts.json"), "--n-iter", "4",
@@ -88,7 +88,9 @@ def test_evaluate_tts_writes_the_wavs_and_word_error_per_speaker(talker_ckpt, ti
 
 def test_a_paragraph_is_synthesized_in_pieces_joined_by_pauses(talker_ckpt):
     from muomni.audio import HOP_LENGTH, SAMPLE_RATE
-    from muomni.synthesis import PAUSE_SECONDS, load_talker, split_for_talker, synthesize_with_mels, text_to_codes
+    from muomni.load import load_talker
+    from muomni.synthesis import split_for_talker, synthesize_with_mels, text_to_codes
+    from muomni.synthesis_config import PAUSE_SECONDS
 
     bundle = load_talker(talker_ckpt)
     sentences = ["The cat sat on the mat by the door.", "Then it walked out, slowly, into the rain.",

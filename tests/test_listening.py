@@ -11,8 +11,8 @@ import pytest
 
 from muomni.audio import load_audio
 from muomni.data import Item
-from muomni.listening import write_listening_page
-from muomni.scoring import score_systems
+from muomni.eval.listening import write_listening_page
+from muomni.eval.scoring import score_systems
 
 CHROMIUM_MISSING = "headless Chromium is needed: apt-get install chromium (or `make system-deps`)"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from muomni import mos
 from muomni.audio import load_audio
 from muomni.data import Item
-from muomni.scoring import score_systems
+from muomni.eval import mos
+from muomni.eval.scoring import score_systems
 
 TEXT = "The farmer carried the long road in the rain."
 

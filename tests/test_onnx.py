@@ -20,6 +20,7 @@ from muomni.__main__ import main as muomni_main  # noqa: E402
 from muomni.audio import HOP_LENGTH  # noqa: E402
 from muomni.checkpoint import save_checkpoint  # noqa: E402
 from muomni.griffinlim_numpy import GriffinLim  # noqa: E402
+from muomni.load import load_talker  # noqa: E402
 from muomni.models.codec import CodecConfig, CodecModel  # noqa: E402
 from muomni.models.griffinlim import griffin_lim_from, magnitude_of  # noqa: E402
 from muomni.models.hifigan import Generator, HiFiGANConfig  # noqa: E402
@@ -198,7 +199,7 @@ def test_export_cli_writes_the_folder_and_refuses_a_codec(tiny_talker, tmp_path,
     graphs = {p.name for p in (tmp_path / "o").glob("*.onnx")}
     assert graphs == {"text_encoder.onnx", "align.onnx", "prefill.onnx", "step.onnx", "codec_decode.onnx",
                       "codec_expected.onnx", "vocoder.onnx"}
-    bundle, tts = synthesis.load_talker(ckpt), onnx_runtime.OnnxTTS(tmp_path / "o")
+    bundle, tts = load_talker(ckpt), onnx_runtime.OnnxTTS(tmp_path / "o")
     for sentence in SENTENCES:  # a trained (two steps) Talker on the flite corpus: the same greedy codes
         codes = synthesis.text_to_codes(bundle, [sentence], max_frames=30)[0]
         assert np.array_equal(tts.codes(sentence, max_frames=30)[0], codes.numpy()), sentence

@@ -258,7 +258,7 @@ def test_plot_draws_the_speech_figure_a_row_per_figure(judge, rows, tmp_path):
 
 def test_plot_cli_writes_each_of_several_runs_into_its_folder_and_the_page_links_the_curves(tmp_path):
     from muomni.__main__ import main
-    from muomni.listening import write_listening_page
+    from muomni.eval.listening import write_listening_page
 
     for name in ("codec", "talker"):
         _write_run(tmp_path / "runs" / name, judge=False)

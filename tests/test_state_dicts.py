@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from muomni.config import config_to_dict, model_from_dict, read_json_with_base
+from muomni.load import load_talker, load_vocoder
 from muomni.models.codec import codec_from_dict
 from muomni.models.discriminators import Discriminators
 from muomni.models.hifigan import HiFiGANConfig
-from muomni.synthesis import load_talker, load_vocoder
 from muomni.text import TextProcessor
 
 ROOT = Path(__file__).resolve().parents[1]

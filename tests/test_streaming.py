@@ -15,6 +15,7 @@ import infer_tts
 from muomni import synthesis
 from muomni.audio import load_audio, log_mel
 from muomni.checkpoint import save_checkpoint
+from muomni.load import load_talker, load_vocoder
 from muomni.models.codec import CodecConfig, CodecModel
 from muomni.models.griffinlim import (
     griffin_lim_from,
@@ -34,6 +35,7 @@ from muomni.streaming import (
     hifigan_radius,
     snr_db,
 )
+from muomni.synthesis_config import MEL_FROM
 
 SNR_EXACT_DB = 80.0  # streamed vs offline HiFi-GAN audio with the full receptive field: float rounding only
 CODECS = {"default": {}, "codec_tiny": {"n_blocks": 6, "dilations": [1, 2, 4]},
@@ -214,10 +216,10 @@ def hifigan(tiny_talker):
     return path
 
 
-@pytest.mark.parametrize("mel_from", synthesis.MEL_FROM)
+@pytest.mark.parametrize("mel_from", MEL_FROM)
 def test_streamed_audio_is_the_offline_audio_and_starts_before_the_talker_ends(talker_ckpt, hifigan, mel_from,
                                                                                monkeypatch):
-    bundle, vocoder = synthesis.load_talker(talker_ckpt), synthesis.load_vocoder(hifigan)
+    bundle, vocoder = load_talker(talker_ckpt), load_vocoder(hifigan)
     offline = synthesis.synthesize(bundle, [LONG], vocoder=vocoder, mel_from=mel_from)[0]
     made, at_chunk = [], []
 
@@ -237,7 +239,7 @@ def test_streamed_audio_is_the_offline_audio_and_starts_before_the_talker_ends(t
 
 
 def test_a_long_text_streams_piece_by_piece_with_the_offline_pauses(talker_ckpt, hifigan):
-    bundle, vocoder = synthesis.load_talker(talker_ckpt), synthesis.load_vocoder(hifigan)
+    bundle, vocoder = load_talker(talker_ckpt), load_vocoder(hifigan)
     bundle.model.cfg.max_text = 40  # as if trained on short texts: LONG splits in clauses
     assert len(synthesis.split_for_talker(bundle, [LONG])[0]) > 2
     offline = synthesis.synthesize(bundle, [LONG], vocoder=vocoder)[0]
@@ -246,7 +248,7 @@ def test_a_long_text_streams_piece_by_piece_with_the_offline_pauses(talker_ckpt,
 
 
 def test_griffin_lim_streams_the_offline_length_and_an_attending_codec_says_its_edges_differ(talker_ckpt):
-    bundle = synthesis.load_talker(talker_ckpt)
+    bundle = load_talker(talker_ckpt)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "no vocoder given: Griffin-Lim", once per process
         offline = synthesis.synthesize(bundle, [LONG], n_iter=4)[0]
@@ -263,8 +265,8 @@ def test_infer_stream_writes_raw_float32_to_stdout(talker_ckpt, hifigan, capsysb
     assert infer_tts.main(args + ["--stream", "--chunk-frames", "3"]) == 0
     captured = capsysbinary.readouterr()
     raw = np.frombuffer(captured.out, dtype="<f4")
-    bundle = synthesis.load_talker(talker_ckpt)
-    offline = synthesis.synthesize(bundle, [LONG], vocoder=synthesis.load_vocoder(hifigan), max_frames=250)[0]
+    bundle = load_talker(talker_ckpt)
+    offline = synthesis.synthesize(bundle, [LONG], vocoder=load_vocoder(hifigan), max_frames=250)[0]
     assert len(raw) == len(offline) and snr_db(offline, raw) > SNR_EXACT_DB
     assert b"first audio after" in captured.err
 

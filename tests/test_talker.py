@@ -260,7 +260,8 @@ def test_bf16_autocast_on_cpu_trains_the_same_steps_within_bf16_rounding(trained
 def test_checkpoint_alone_synthesizes(trained, tmp_path):
     import shutil
 
-    from muomni.synthesis import load_talker, synthesize
+    from muomni.load import load_talker
+    from muomni.synthesis import synthesize
 
     ckpt = tmp_path / "alone.pt"
     shutil.copy(trained["dir"] / "step_00000002.pt", ckpt)
@@ -285,7 +286,8 @@ def test_generation_returns_the_distributions_its_greedy_codes_come_from(kw):
 
 
 def test_synthesis_decodes_expected_or_picked_codes(trained):
-    from muomni.synthesis import load_talker, probs_to_mel, synthesize_with_mels, text_to_codes
+    from muomni.load import load_talker
+    from muomni.synthesis import probs_to_mel, synthesize_with_mels, text_to_codes
 
     bundle = load_talker(trained["dir"] / "step_00000002.pt")
     texts = ["Hello there.", "A second sentence!"]
@@ -308,7 +310,8 @@ def test_synthesis_decodes_expected_or_picked_codes(trained):
 def test_bad_input_gets_clear_messages(trained):
     import train_talker
     from muomni.data.tokenize import CodecMismatchError
-    from muomni.synthesis import codes_to_mel, load_talker, text_to_codes
+    from muomni.load import load_talker
+    from muomni.synthesis import codes_to_mel, text_to_codes
 
     bundle = load_talker(trained["dir"] / "step_00000002.pt")
     with pytest.raises(ValueError, match="empty"):

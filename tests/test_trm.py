@@ -216,7 +216,7 @@ def trm_run(tiny_talker) -> dict:
 def test_train_two_steps_resume_and_synthesize(trm_run, tmp_path):
     import infer_tts
     import train_talker
-    from muomni.synthesis import load_talker
+    from muomni.load import load_talker
 
     run = trm_run["dir"]
     assert (run / "step_00000002.pt").is_file() and (run / "samples" / "step_00000002" / "00.wav").is_file()

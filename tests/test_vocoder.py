@@ -16,6 +16,7 @@ from muomni import synthesis
 from muomni.audio import HOP_LENGTH, log_mel
 from muomni.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from muomni.data.vocoder import AudioCache, random_segments
+from muomni.load import load_vocoder
 from muomni.models.discriminators import Discriminators
 from muomni.models.griffinlim import griffin_lim, linear_magnitude, mel_to_wav, spectral_convergence
 from muomni.models.hifigan import Generator, HiFiGANConfig
@@ -149,7 +150,7 @@ def test_train_two_steps_then_resume(tmp_path, flite_corpus, monkeypatch, keep_s
     assert last["sched_g"]["last_epoch"] == 3 and last["sched_d"]["last_epoch"] == 2
 
     # the trained generator loads for inference and vocodes
-    gen = synthesis.load_vocoder(run / "best.pt")
+    gen = load_vocoder(run / "best.pt")
     assert synthesis.vocode(torch.randn(5, 128), gen).shape == (5 * HOP_LENGTH,)
 
 
@@ -227,7 +228,7 @@ def test_load_vocoder_refuses_other_stage(tmp_path):
     path = tmp_path / "codec.pt"
     save_checkpoint(path, {"stage": "codec", "step": 1, "config": {}})
     with pytest.raises(CheckpointError, match="codec checkpoint"):
-        synthesis.load_vocoder(path)
+        load_vocoder(path)
 
 
 def test_decoding_threads_train_exactly_the_same_steps(tmp_path, flite_corpus, keep_signal_handlers):

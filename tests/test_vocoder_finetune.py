@@ -17,6 +17,7 @@ from muomni.config import ConfigError, DataConfig
 from muomni.data import load_corpus
 from muomni.data.tokenize import encode_utterance
 from muomni.data.vocoder import CodecMels, TalkerMels, teacher_forced_probs
+from muomni.load import load_talker, load_vocoder
 from muomni.models.talker import TalkerConfig, build_talker
 
 
@@ -45,7 +46,7 @@ def test_teacher_forcing_on_the_generated_codes_gives_the_distributions_synthesi
 
 
 def test_talker_mels_are_the_teacher_forced_talker_decoded_as_synthesis_decodes(tiny_talker):
-    bundle = synthesis.load_talker(tiny_talker["dir"] / "step_00000002.pt")
+    bundle = load_talker(tiny_talker["dir"] / "step_00000002.pt")
     item = load_corpus(DataConfig(path=str(tiny_talker["corpus"]))).train[0]
     mel = log_mel(load_audio(item.path))[0]  # (T, 128)
     codes = torch.from_numpy(encode_utterance(bundle.codec, mel.numpy())).long()
@@ -107,7 +108,7 @@ def test_init_from_universal_fine_tunes_two_steps_end_to_end(tmp_path, flite_cor
         "resample"
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("split") == "heldout" and r["mel_l1"] < r["griffinlim_mel_l1"] + 1.5 for r in records)
-    vocoder = synthesis.load_vocoder(run)
+    vocoder = load_vocoder(run)
     mel = log_mel(load_audio(load_corpus(DataConfig(path=str(flite_corpus))).heldout[0].path))[0][:40]
     assert synthesis.vocode(mel, vocoder).shape == (40 * 256,)
 
@@ -141,7 +142,7 @@ def test_the_adapter_alone_trains_from_universal_and_the_generator_stays_as_ship
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train" and "adapter" in r] == [1, 2, 3]
     mel = log_mel(load_audio(load_corpus(DataConfig(path=str(flite_corpus))).heldout[0].path))[0][:40]
-    assert synthesis.vocode(mel, synthesis.load_vocoder(run)).shape == (40 * 256,)
+    assert synthesis.vocode(mel, load_vocoder(run)).shape == (40 * 256,)
 
     with pytest.raises(ConfigError, match="adapter_refine"):  # nothing to train: named, not run
         train.main(["--config", str(config), "--init-from", "universal", "--set", "train.run_name=none",

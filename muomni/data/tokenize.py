@@ -30,7 +30,8 @@ from muomni.audio import LOG_FLOOR
 from muomni.config import DataConfig
 from muomni.data.cache import mel_cache, write_rows
 from muomni.data.split import load_corpus
-from muomni.models.codec import codec_hash, load_codec
+from muomni.load import load_codec
+from muomni.models.codec import codec_hash
 
 
 def mel_cache_dir(data_path: str | os.PathLike) -> Path:

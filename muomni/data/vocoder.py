@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from muomni.audio import HOP_LENGTH, LOG_FLOOR, load_audio, log_mel
 from muomni.data.corpus import Item
 from muomni.data.tokenize import encode_utterance
-from muomni.synthesis import MEL_FROM, TalkerBundle, codes_to_mel, probs_to_mel
+from muomni.synthesis import TalkerBundle, codes_to_mel, probs_to_mel
+from muomni.synthesis_config import MEL_FROM, SynthesisConfig
 
 MelSource = Callable[[Item, Tensor], Tensor]  # (item, its log-mel (T, 128)) -> the vocoder's input mel (T, 128)
 
@@ -110,7 +111,7 @@ class TalkerMels:
     them and the text, decoded as synthesis decodes with ``mel_from`` ("expected": the expected code vectors,
     ``probs_to_mel``; "codes": the most likely codes, ``codes_to_mel``); cropped or padded to the mel's T."""
 
-    def __init__(self, bundle: TalkerBundle, mel_from: str = "expected"):
+    def __init__(self, bundle: TalkerBundle, mel_from: str = SynthesisConfig().mel_from):
         if mel_from not in MEL_FROM:
             raise ValueError(f"mel_from = {mel_from!r}: expected one of {', '.join(MEL_FROM)}")
         self.bundle, self.mel_from = bundle, mel_from

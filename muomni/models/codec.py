@@ -14,14 +14,12 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from muomni.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
-from muomni.checkpoint import load_checkpoint
 from muomni.config import ConfigError, config_to_dict, model_from_dict
 from muomni.models.quantize import LOOKUPS, STRAIGHT_THROUGH, QuantizedResult, ResidualVQ, codebook_usage
 
@@ -297,12 +295,6 @@ def codec_from_dict(d: dict, source: str = "checkpoint") -> CodecModel:
         raise ConfigError(f"{source}: unexpected key '{extra[0]}' in codec weights")
     model.load_state_dict(state)
     return model.eval()
-
-
-def load_codec(path: str | Path, device: str | torch.device = "cpu") -> CodecModel:
-    """A codec checkpoint written by train_codec.py -> CodecModel in eval mode on ``device``."""
-    payload = load_checkpoint(path, stage="codec")
-    return codec_from_dict(payload, source=str(path)).to(device)
 
 
 def codec_hash(model: CodecModel) -> str:

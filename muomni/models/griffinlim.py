@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from muomni.audio import HOP_LENGTH, N_FFT, WIN_LENGTH, mel_basis
+from muomni.synthesis_config import GRIFFIN_LIM_ITERS
 
 _EPS = 1e-8
 _CACHE: dict[tuple[str, torch.dtype], dict[str, Tensor]] = {}
@@ -81,7 +82,7 @@ def _istft(spec: Tensor, window: Tensor, length: int) -> Tensor:
     return torch.istft(spec, N_FFT, HOP_LENGTH, WIN_LENGTH, window, center=True, length=length)
 
 
-def griffin_lim(magnitude: Tensor, n_iter: int = 32, momentum: float = 0.99,
+def griffin_lim(magnitude: Tensor, n_iter: int = GRIFFIN_LIM_ITERS, momentum: float = 0.99,
                 seed: int | None = 0) -> Tensor:
     """Fast Griffin-Lim (Perraudin et al. 2013). magnitude: (B, T, F) time-major -> wav (B, T * hop).
 
@@ -130,7 +131,7 @@ def magnitude_of(log_mel: np.ndarray, nnls_iter: int = 30) -> np.ndarray:
 
 
 @torch.no_grad()
-def griffin_lim_from(magnitude: np.ndarray, angles: np.ndarray, n_iter: int = 32,
+def griffin_lim_from(magnitude: np.ndarray, angles: np.ndarray, n_iter: int = GRIFFIN_LIM_ITERS,
                      momentum: float = 0.99) -> tuple[np.ndarray, np.ndarray]:
     """``griffin_lim`` started from given phases, for streaming (``muomni.streaming.WarmGriffinLim``): magnitude
     (T, F) and unit-modulus angles (T, F) complex64 -> (wav (T * 256,), the last angles (T, F)), numpy."""
@@ -143,8 +144,8 @@ def griffin_lim_from(magnitude: np.ndarray, angles: np.ndarray, n_iter: int = 32
 
 
 @torch.no_grad()
-def mel_to_wav(log_mel: Tensor | np.ndarray, n_iter: int = 32, momentum: float = 0.99, nnls_iter: int = 30,
-               seed: int | None = 0) -> Tensor | np.ndarray:
+def mel_to_wav(log_mel: Tensor | np.ndarray, n_iter: int = GRIFFIN_LIM_ITERS, momentum: float = 0.99,
+               nnls_iter: int = 30, seed: int | None = 0) -> Tensor | np.ndarray:
     """log-mel (B, T, n_mels) or (T, n_mels) -> wav (B, T * 256) or (T * 256,), by Griffin-Lim.
 
     A tensor gives a tensor on its device (computed in float32, or float64 for a float64 mel); a numpy

@@ -27,6 +27,7 @@ from muomni.models.codec import LOSSES, CodecConfig, CodecModel, weighted_loss
 from muomni.samples import codec_samples
 from muomni.speech_check import SpeechCheck, codec_wavs
 from muomni.stages.optim import build_optimizer
+from muomni.synthesis_config import GRIFFIN_LIM_ITERS
 from muomni.training.device import autocast, make_grad_scaler, maybe_compile, precision_name
 from muomni.training.run import Run
 from muomni.training.schedule import BatchOrder
@@ -39,7 +40,7 @@ class CodecTrainConfig(TrainConfig):
     loss_weights: dict = field(default_factory=lambda: {"recon": 1.0, "commit": 0.25})
     eval_items: int = 0  # held-out utterances scored at each evaluation (0 = all)
     sample_items: int = 2  # held-out utterances rendered at each sample step
-    griffin_lim_iters: int = 32
+    griffin_lim_iters: int = GRIFFIN_LIM_ITERS
 
     def __post_init__(self):
         super().__post_init__()

@@ -2,7 +2,7 @@
 
 Per held-out sentence: its text, then for each system side by side an audio player, a small mel
 picture, each recogniser's transcript and word error (a suspected hallucination in red) and, where the
-report rated it, its DNSMOS ratings (``muomni.mos``). The summary tables of the reports come first: word
+report rated it, its DNSMOS ratings (``muomni.eval.mos``). The summary tables of the reports come first: word
 error per recogniser and mean DNSMOS per system. Links are relative to the page, so the folder can be
 moved or zipped; no script, no server.
 """
@@ -13,7 +13,7 @@ import html
 import os
 from pathlib import Path
 
-from muomni.mos import FIELD_LABELS, FIELDS
+from muomni.eval.mos import FIELD_LABELS, FIELDS
 
 LABELS = {
     "ground_truth": "ground truth",
@@ -72,7 +72,7 @@ def _summary(report: dict) -> str:
 
 def write_listening_page(page: str | Path, reports: list[dict], title: str = "muomni listening page",
                          pictures: list[Path] = ()) -> Path:
-    """Write ``page`` from reports carrying ``per_utterance`` (``muomni.scoring.score_systems``); systems of the
+    """Write ``page`` from reports carrying ``per_utterance`` (``muomni.eval.scoring.score_systems``); systems of the
     same utterance id from several reports go side by side, the first report's copy of a system kept.
     ``pictures``: training curves (``muomni.plot``'s speech.png of each run) shown and linked after the tables."""
     page = Path(page)

@@ -6,9 +6,9 @@ system's wavs and mel pictures (when given a folder), transcribes every wav with
 
 - ``asr``: the recognisers' labels, the headline one, and each one's cost (seconds per audio second);
 - ``wer_by_asr``: ``{asr: {system: corpus word error}}``;
-- ``wer_by_speaker``: ``{asr: {speaker: {...}}}`` (``muomni.wer.word_error_by_speaker``);
+- ``wer_by_speaker``: ``{asr: {speaker: {...}}}`` (``muomni.eval.wer.word_error_by_speaker``);
 - ``hallucinations``: the utterances whose transcript looks like a recogniser loop, per system and ASR;
-- ``mos`` (with a naturalness model, ``muomni.mos``): its label, its cost and ``by_system``: per system the
+- ``mos`` (with a naturalness model, ``muomni.eval.mos``): its label, its cost and ``by_system``: per system the
   mean DNSMOS OVRL, SIG, BAK and P.808 (and how many utterances had a score);
 - ``per_utterance``: per utterance its id, speaker, reference and, per system, duration, wav, mel picture,
   each recogniser's hypothesis and word error, and its ``mos`` ratings, so a reader can find the worst sentences.
@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from muomni.asr import load_asr
 from muomni.audio import SAMPLE_RATE, log_mel, save_wav
 from muomni.data.corpus import Item
-from muomni.mos import FIELD_LABELS, FIELDS, load_mos, mean_ratings
-from muomni.wer import hallucination, utterance_word_error, word_error_by_speaker, word_error_rate
+from muomni.eval.asr import load_asr
+from muomni.eval.mos import FIELD_LABELS, FIELDS, load_mos, mean_ratings
+from muomni.eval.wer import hallucination, utterance_word_error, word_error_by_speaker, word_error_rate
 
 
 def mel_picture(path: Path, wav: np.ndarray) -> None:

@@ -1,13 +1,13 @@
-"""The evaluation CLI: ``python -m muomni.evaluate {codec,vocoder,tts} ...`` (docs/DESIGN.md §9).
+"""The evaluation CLI: ``python -m muomni evaluate {codec,vocoder,tts} ...`` (docs/DESIGN.md §9).
 
 Each subcommand loads its models and held-out data, makes every system's audio and reports: the
 figures that need no recogniser come from ``muomni.metrics``, Griffin-Lim from
 ``muomni.models.griffinlim``, synthesis from ``muomni.synthesis``. Word error comes from the
-recognisers of ``muomni.asr`` (``--asr whisper,pocketsphinx``: Whisper by default where installed; the
+recognisers of ``muomni.eval.asr`` (``--asr whisper,pocketsphinx``: Whisper by default where installed; the
 first named headlines, the others are scored beside it on the same audio), normalised and counted by
-``muomni.wer``. Naturalness is rated beside it by DNSMOS (``--mos dnsmos``, the default where the 'eval' extra
-is installed; ``muomni.mos``). Every subcommand prints a table naming its recogniser(s) and writes a JSON report
-with a per-utterance section (``muomni.scoring``); with ``--out-dir`` it also writes every system's wavs, a mel
+``muomni.eval.wer``. Naturalness is rated beside it by DNSMOS (``--mos dnsmos``, the default where the 'eval' extra
+is installed; ``muomni.eval.mos``). Every subcommand prints a table naming its recogniser(s) and writes a JSON report
+with a per-utterance section (``muomni.eval.scoring``); with ``--out-dir`` it also writes every system's wavs, a mel
 picture of each, and a listening page ``index.html`` beside them.
 """
 
@@ -21,21 +21,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from muomni.asr import add_asr_arguments, parse_asr
 from muomni.audio import SAMPLE_RATE, load_audio, log_mel
 from muomni.config import DataConfig
 from muomni.data.cache import mel_cache
 from muomni.data.split import load_corpus
 from muomni.data.tokenize import mel_cache_dir
-from muomni.listening import write_listening_page
+from muomni.eval.asr import add_asr_arguments, parse_asr
+from muomni.eval.listening import write_listening_page
+from muomni.eval.mos import FIELDS, add_mos_arguments, resolve_mos
+from muomni.eval.scoring import print_word_errors, score_systems
+from muomni.load import load_codec, load_talker, load_vocoder
 from muomni.metrics import codec_round_trip, mean_scores, vocoder_scores
-from muomni.models.codec import load_codec
 from muomni.models.griffinlim import mel_to_wav
-from muomni.mos import FIELDS, add_mos_arguments, resolve_mos
 from muomni.pretrained import is_pretrained_name
-from muomni.scoring import print_word_errors, score_systems
-from muomni.synthesis import MEL_FROM, load_talker, load_vocoder, synthesize_with_mels, vocode
+from muomni.synthesis import synthesize_with_mels, vocode
+from muomni.synthesis_config import MEL_FROM, SynthesisConfig
 
+DEFAULTS = SynthesisConfig()  # the options' defaults: synthesis's (muomni.synthesis_config)
 VOCODER_HELP = ("a train_vocoder.py checkpoint (file, run folder or exported folder), or 'universal' (HiFi-GAN V1's "
                 "pretrained universal generator behind the default mel adapter; 'universal:stretch' for the other)")
 
@@ -193,7 +195,7 @@ def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"one or more vocoders, each {VOCODER_HELP}; all are scored on the same utterances")
     p.add_argument("--data", required=True, help="corpus folder; its held-out split is evaluated")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N held-out utterances")
-    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
+    p.add_argument("--n-iter", type=int, default=DEFAULTS.griffin_lim_iters, help="Griffin-Lim iterations")
     p.add_argument("--out-dir", default="", help="folder for every system's wavs, mel pictures and index.html")
     add_asr_arguments(p)
     add_mos_arguments(p)
@@ -263,12 +265,12 @@ def add_tts_parser(sub: argparse._SubParsersAction) -> None:
     add_mos_arguments(p)
     p.add_argument("--limit", type=int, default=0, help="synthesize only the first N held-out texts")
     p.add_argument("--batch", type=int, default=8, help="texts generated together")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=DEFAULTS.temperature, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=DEFAULTS.top_k or 0)  # 0: none
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--compile", action="store_true", help="compile the decoding step (CUDA graphs on a GPU)")
-    p.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations")
-    p.add_argument("--mel-from", choices=MEL_FROM, default="expected",
+    p.add_argument("--n-iter", type=int, default=DEFAULTS.griffin_lim_iters, help="Griffin-Lim iterations")
+    p.add_argument("--mel-from", choices=MEL_FROM, default=DEFAULTS.mel_from,
                    help="decode the expected code vectors (default) or the generated codes (infer_tts.py --help)")
     p.add_argument("--out", "--json", dest="out", default="",
                    help="JSON report path (default: <talker dir>/eval_tts.json)")
@@ -280,7 +282,7 @@ PARSERS = [add_codec_parser, add_vocoder_parser, add_tts_parser]
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m muomni.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m muomni evaluate", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for add in PARSERS:
         add(sub)
