@@ -21,7 +21,7 @@ import muomni  # noqa: F401  (before torch: it sets the OpenMP wait policy torch
 # isort: split
 import torch
 
-from muomni.config import ConfigError, DataConfig, TrainConfig, config_to_dict
+from muomni.config import ConfigError, CpuPrecision, DataConfig, TrainConfig, config_to_dict
 from muomni.data.talker import TalkerData, read_prompts
 from muomni.data.tokenize import mel_cache_dir
 from muomni.distributed import mean_over_ranks
@@ -47,7 +47,7 @@ class TalkerDataConfig(DataConfig):
 
 
 @dataclass
-class TalkerTrainConfig(TrainConfig):
+class TalkerTrainConfig(CpuPrecision, TrainConfig):
     epochs: float = 0.0  # > 0: train.steps = epochs x batches per epoch / grad_accum (optimizer steps, rounded up)
     batching: str = "fixed"  # fixed: every batch padded to max_frames | dynamic: length-sorted buckets
     max_length_percentile: float = 95.0  # max_frames / max_text = this percentile of the corpus lengths

@@ -17,6 +17,7 @@ with CUDA graphs (``compiled_decode_step``, mode "reduce-overhead").
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import resource
@@ -30,13 +31,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from muomni.audio import HOP_LENGTH, N_MELS, MelSpectrogram  # noqa: E402
-from muomni.config import TrainConfig, config_from_dict, read_json_with_base  # noqa: E402
-from muomni.gan import build_gan, micro_batch  # noqa: E402
-from muomni.models.hifigan import HiFiGANConfig  # noqa: E402
+from muomni.audio import HOP_LENGTH, N_MELS  # noqa: E402
+from muomni.config import config_from_dict, read_json_with_base  # noqa: E402
 from muomni.models.talker import Talker, TalkerConfig, build_talker, talker_config  # noqa: E402
 from muomni.models.talker.generate import compiled_decode_step, decode_one, kv_caches, prefill  # noqa: E402
 from muomni.stages import codec as codec_stage  # noqa: E402
+from muomni.stages import vocoder  # noqa: E402
 from muomni.training.device import amp_dtype, autocast, make_grad_scaler, maybe_compile  # noqa: E402
 
 THREADS = 1  # per measurement: the figures compare like with like on a shared machine
@@ -94,19 +94,13 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
         batch = batch or (VOCODER_V1_BATCH if on_cpu_v1 else cfg["train"].get("batch_size", 2))
         mel = torch.randn(batch, SEGMENT_FRAMES, N_MELS, device=device) - 4
         wav = 0.1 * torch.randn(batch, SEGMENT_FRAMES * HOP_LENGTH, device=device)
-        mel_fn = MelSpectrogram().to(device)
-        train, weights = TrainConfig(batch_size=batch, amp=amp), cfg["train"]["loss_weights"]
-        scalers = (make_grad_scaler(device, amp), make_grad_scaler(device, amp))
-        gan = build_gan(HiFiGANConfig(**cfg["model"]), train, 1.0, 1, device, scalers)
-        gan.wrap(lambda module: module, compiled)  # one process: no DDP
+        run_cfg = config_from_dict(cfg, vocoder.VocoderRunConfig, source=preset)
+        train = dataclasses.replace(run_cfg.train, batch_size=batch, grad_accum=1, gan_start_step=0, amp=amp,
+                                    compile=compiled, segment_size=SEGMENT_FRAMES * HOP_LENGTH)
+        state = vocoder.new_state(dataclasses.replace(run_cfg, train=train), device)  # one process: no DDP
 
-        def gan_step():  # the stage's adversarial step: its micro-batch (both backwards), then both optimizers
-            gan.opt_g.zero_grad(set_to_none=True)
-            gan.opt_d.zero_grad(set_to_none=True)
-            micro_batch(gan, wav, mel, mel_fn, train, weights, device, adversarial=True)
-            for opt, grad_scaler in ((gan.opt_g, gan.scaler_g), (gan.opt_d, gan.scaler_d)):
-                grad_scaler.step(opt)
-                grad_scaler.update()
+        def gan_step():  # the stage's adversarial step: both backwards, then both guarded optimizer steps
+            vocoder.train_step(state, [(wav, mel)], 0)
 
         return gan_step, batch
 

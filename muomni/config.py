@@ -78,10 +78,6 @@ class TrainConfig:
     wandb: bool = False
     wandb_project: str = "muomni"
     wandb_mode: str = "offline"  # offline | online
-    num_workers: int = 0  # vocoder: threads decoding the next step's audio while a step trains (0 = in the loop)
-    # bf16 autocast for training on CPU (codec, Talker): fp32 | bf16 | auto (bf16 only on a CPU with native
-    # bf16, e.g. AVX512-BF16, where matmuls run ~2.7x faster); CUDA follows train.amp; the vocoder refuses it
-    cpu_precision: str = "fp32"
     # The speech check (muomni/speech_check.py): every speech_every steps (0 = with each held-out evaluation)
     # and at the last step, the first speech_items held-out utterances are rendered and scored by speech_asr
     # (auto = whisper where installed, else pocketsphinx; none = no check) and, with speech_judge auto, by the
@@ -96,7 +92,6 @@ class TrainConfig:
 
     def __post_init__(self):
         _choice("train.wandb_mode", self.wandb_mode, ("offline", "online"))
-        _choice("train.cpu_precision", self.cpu_precision, CPU_PRECISIONS)
         _choice("train.speech_asr", self.speech_asr, SPEECH_ASRS)
         _choice("train.speech_judge", self.speech_judge, ("auto", "none"))
         _choice("train.best_by", self.best_by, ("loss", "wer"))
@@ -114,6 +109,20 @@ class TrainConfig:
             raise ConfigError(f"train.betas must be two numbers, got {self.betas}")
         if self.max_minutes < 0:
             raise ConfigError(f"train.max_minutes must be >= 0 (0 = no time limit), got {self.max_minutes}")
+
+
+@dataclass
+class CpuPrecision:
+    """The train section's ``cpu_precision``, for the stages that autocast on a CPU (the codec and the Talker:
+    ``class CodecTrainConfig(CpuPrecision, TrainConfig)``). bf16 autocast for training on CPU: fp32 | bf16 |
+    auto (bf16 only on a CPU with native bf16, e.g. AVX512-BF16, where matmuls run ~2.7x faster); CUDA follows
+    train.amp. The vocoder has its own field, which accepts fp32 alone."""
+
+    cpu_precision: str = "fp32"
+
+    def __post_init__(self):
+        super().__post_init__()  # the TrainConfig after this class in the stage config's bases
+        _choice("train.cpu_precision", self.cpu_precision, CPU_PRECISIONS)
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:

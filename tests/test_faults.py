@@ -28,6 +28,7 @@ import train_talker
 import train_vocoder
 from muomni.checkpoint import CheckpointError, load_checkpoint, step_checkpoints
 from muomni.stages import codec as codec_stage
+from muomni.stages import vocoder as vocoder_stage
 from muomni.training.stop import EXIT_STOPPED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,13 +166,13 @@ def injected(monkeypatch: pytest.MonkeyPatch) -> None:
         return model
 
     monkeypatch.setattr(train_talker, "build_talker", build_talker)
-    real_segments = train_vocoder.random_segments
+    real_segments = vocoder_stage.random_segments
 
     def random_segments(*args, **kwargs):
         wav, mel = real_segments(*args, **kwargs)
         return (wav, mel * float("nan")) if _fire("nan_batch") else (wav, mel)
 
-    monkeypatch.setattr(train_vocoder, "random_segments", random_segments)
+    monkeypatch.setattr(vocoder_stage, "random_segments", random_segments)
 
 
 def _bad_records(run_dir: Path) -> list[dict]:

@@ -15,11 +15,14 @@ import torch
 from muomni import synthesis
 from muomni.audio import HOP_LENGTH, log_mel
 from muomni.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from muomni.config import DataConfig
+from muomni.data import load_corpus
 from muomni.data.vocoder import AudioCache, random_segments
 from muomni.load import load_vocoder
 from muomni.models.discriminators import Discriminators
 from muomni.models.griffinlim import griffin_lim, linear_magnitude, mel_to_wav, spectral_convergence
 from muomni.models.hifigan import Generator, HiFiGANConfig
+from muomni.stages import vocoder as vocoder_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"upsample_initial_channel": 32, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 2]],
@@ -127,7 +130,7 @@ def _config(tmp_path: Path, data: Path, **train) -> Path:
 def test_train_two_steps_then_resume(tmp_path, flite_corpus, monkeypatch, keep_signal_handlers):
     train = _train_module()
     # An active grad scaler on the CPU, so the test can see that both scalers' states are restored.
-    monkeypatch.setattr(train, "make_grad_scaler", lambda device, enabled: torch.amp.GradScaler("cpu"))
+    monkeypatch.setattr(vocoder_stage, "make_grad_scaler", lambda device, enabled: torch.amp.GradScaler("cpu"))
     config = _config(tmp_path, flite_corpus)
     assert train.main(["--config", str(config)]) == 0
     run = tmp_path / "runs" / "voc"
@@ -164,7 +167,7 @@ def test_files_shorter_than_a_segment_train(tmp_path, keep_signal_handlers):
         sf.write(data / f"s{i}.wav", (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32), 16000)
         (data / f"s{i}.txt").write_text("a short one")
     train = _train_module()
-    utts = AudioCache(train.load_corpus(train.DataConfig(path=str(data))).train, capacity=2)
+    utts = AudioCache(load_corpus(DataConfig(path=str(data))).train, capacity=2)
     wav, mel = random_segments(utts, [0, 1], 8192)
     assert wav.shape == (2, 8192) and mel.shape == (2, 32, 128)
     assert wav[0, 4000:].abs().max() == 0 and mel[0, -1].max() == pytest.approx(np.log(1e-5))
@@ -178,22 +181,17 @@ def test_files_shorter_than_a_segment_train(tmp_path, keep_signal_handlers):
 def test_the_mel_term_is_the_l1_of_log_magnitude_mels():
     """HiFi-GAN's mel weight 45 was tuned on log-magnitude mels; muomni's front end gives log-power mels, whose
     L1 is twice as large: the generator's mel term must be the L1 of log(sqrt(mel power))."""
-    from muomni.audio import LOG_FLOOR, MelSpectrogram, mel_basis
-    from muomni.gan import build_gan, micro_batch
-    from muomni.training.device import make_grad_scaler
+    from muomni.audio import LOG_FLOOR, mel_basis
 
-    train = _train_module()
-    tc = train.VocoderTrainConfig(batch_size=1, grad_accum=1)
-    device = torch.device("cpu")
+    tc = vocoder_stage.VocoderTrainConfig(batch_size=1, grad_accum=1)
     torch.manual_seed(0)
-    gan = build_gan(HiFiGANConfig(**TINY), tc, tc.lr_decay, tc.lr_decay_steps, device,
-                    (make_grad_scaler(device), make_grad_scaler(device)))
-    gan.wrap(lambda m: m, compile=False)
+    state = vocoder_stage.new_state(vocoder_stage.VocoderRunConfig(model=HiFiGANConfig(**TINY), train=tc),
+                                    torch.device("cpu"))
     wav = _chirp(0.6)[None, :8192]  # (1, 8192)
     mel = log_mel(wav)[:, :32]  # (1, 32, 128)
-    losses, _, _ = micro_batch(gan, wav, mel, MelSpectrogram(), tc, tc.loss_weights, device, adversarial=False)
+    losses, _, _ = vocoder_stage.micro_batch(state, wav, mel, adversarial=False)
     with torch.no_grad():
-        fake = gan.generator(mel)
+        fake = state.generator(mel)
 
     def log_magnitude_mel(x: torch.Tensor) -> torch.Tensor:  # log of the square root of the power mel
         spec = torch.stft(x, 1024, 256, 1024, torch.hann_window(1024), center=True, pad_mode="reflect",
@@ -248,12 +246,11 @@ def test_decoding_threads_train_exactly_the_same_steps(tmp_path, flite_corpus, k
 
 
 def test_the_vocoder_refuses_cpu_bf16_by_name():
-    """train.cpu_precision is shared by every stage's config; the vocoder's GAN was never measured in bf16,
+    """train.cpu_precision is the codec's and the Talker's key; the vocoder's GAN was never measured in bf16,
     so asking for it is a clear error rather than a silently ignored key."""
     from muomni.config import ConfigError
 
-    train_vocoder = _train_module()
-    assert train_vocoder.VocoderTrainConfig().cpu_precision == "fp32"
+    assert vocoder_stage.VocoderTrainConfig().cpu_precision == "fp32"
     for value in ("bf16", "auto"):
         with pytest.raises(ConfigError, match="train.cpu_precision.*vocoder trains in float32"):
-            train_vocoder.VocoderTrainConfig(cpu_precision=value)
+            vocoder_stage.VocoderTrainConfig(cpu_precision=value)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from muomni.config import ConfigError, DataConfig, TrainConfig
+from muomni.config import ConfigError, CpuPrecision, DataConfig, TrainConfig
 from muomni.data import corpus_fingerprint, load_corpus, mel_cache
 from muomni.data.cache import MelCache
 from muomni.data.codec import crop_batch, mel_statistics, usable
@@ -35,7 +35,7 @@ from muomni.training.step import StepGuard
 
 
 @dataclass
-class CodecTrainConfig(TrainConfig):
+class CodecTrainConfig(CpuPrecision, TrainConfig):
     crop_frames: int = 16  # code frames per training crop (16 x 80 ms = 1.28 s)
     loss_weights: dict = field(default_factory=lambda: {"recon": 1.0, "commit": 0.25})
     eval_items: int = 0  # held-out utterances scored at each evaluation (0 = all)
