@@ -31,12 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from muomni.audio import HOP_LENGTH, N_MELS, MelSpectrogram  # noqa: E402
-from muomni.config import TrainConfig, read_json_with_base  # noqa: E402
+from muomni.config import TrainConfig, config_from_dict, read_json_with_base  # noqa: E402
 from muomni.gan import build_gan, micro_batch  # noqa: E402
 from muomni.models.codec import CodecConfig, CodecModel, weighted_loss  # noqa: E402
 from muomni.models.hifigan import HiFiGANConfig  # noqa: E402
-from muomni.models.talker import Talker, TalkerConfig, build_talker, talker_config  # noqa: E402
+from muomni.models.talker import Talker, TalkerConfig  # noqa: E402
 from muomni.models.talker.generate import compiled_decode_step, decode_one, kv_caches, prefill  # noqa: E402
+from muomni.stages import talker  # noqa: E402
 from muomni.training.device import amp_dtype, autocast, make_grad_scaler, maybe_compile  # noqa: E402
 
 THREADS = 1  # per measurement: the figures compare like with like on a shared machine
@@ -75,24 +76,27 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
                 out = fn(mel)
             return weighted_loss(out.losses, weights)
 
-    elif preset.startswith("talker"):
+    elif preset.startswith("talker"):  # the stage's own state and step (muomni.stages.talker)
         codec = preset_config("codec_base" if "base" in preset else "codec_tiny")["model"]  # the codec it pairs with
-        model = build_talker(talker_config(**{**cfg["model"], "vocab_size": 64, "n_q": codec["n_codebooks"],
-                                              "codebook_size": codec["codebook_size"], "max_text": TALKER_TEXT,
-                                              "max_frames": TALKER_FRAMES})).to(device)
         batch = batch or cfg["train"].get("batch_size", 16)
+        model = {**cfg["model"], "vocab_size": 64, "n_q": codec["n_codebooks"], "codebook_size": codec["codebook_size"],
+                 "max_text": TALKER_TEXT, "max_frames": TALKER_FRAMES}
+        train = {**cfg["train"], "batch_size": batch, "grad_accum": 1, "amp": amp, "epochs": 0}  # one batch a step
+        state = talker.new_state(config_from_dict({"model": model, "train": train}, talker.TalkerRun), device)
+        state.trained = maybe_compile(state.model, compiled)
         g = torch.Generator().manual_seed(0)
         data = {"text": torch.randint(2, 64, (batch, TALKER_TEXT), generator=g),
                 "text_lens": torch.randint(TALKER_TEXT // 2, TALKER_TEXT + 1, (batch,), generator=g),
-                "codes": torch.randint(0, model.cfg.codebook_size, (batch, TALKER_FRAMES, model.cfg.n_q), generator=g),
+                "codes": torch.randint(0, codec["codebook_size"], (batch, TALKER_FRAMES, codec["n_codebooks"]),
+                                       generator=g),
                 "code_lens": torch.randint(TALKER_FRAMES // 2, TALKER_FRAMES + 1, (batch,), generator=g),
                 "speakers": torch.zeros(batch, dtype=torch.long), "ended": torch.ones(batch, dtype=torch.bool)}
         data = {k: v.to(device) for k, v in data.items()}
-        fn, params = maybe_compile(model, compiled), list(model.parameters())
 
-        def loss():
-            with autocast(device, amp):
-                return fn(**data).losses["loss"]
+        def talker_step():  # forward, backward, the guarded optimizer step (it zeroes the gradients), schedule
+            talker.train_step(state, [data], 0)
+
+        return talker_step, batch
 
     else:
         on_cpu_v1 = preset == "vocoder_v1" and device.type == "cpu"
