@@ -33,11 +33,12 @@ sys.path.insert(0, str(ROOT))
 
 from muomni.audio import HOP_LENGTH, N_MELS  # noqa: E402
 from muomni.config import config_from_dict, read_json_with_base  # noqa: E402
-from muomni.models.talker import Talker, TalkerConfig, build_talker, talker_config  # noqa: E402
+from muomni.models.talker import Talker, TalkerConfig  # noqa: E402
+from muomni.models.talker.common import random_batch  # noqa: E402
 from muomni.models.talker.generate import compiled_decode_step, decode_one, kv_caches, prefill  # noqa: E402
 from muomni.stages import codec as codec_stage  # noqa: E402
-from muomni.stages import vocoder  # noqa: E402
-from muomni.training.device import amp_dtype, autocast, make_grad_scaler, maybe_compile  # noqa: E402
+from muomni.stages import talker, vocoder  # noqa: E402
+from muomni.training.device import amp_dtype, maybe_compile  # noqa: E402
 
 THREADS = 1  # per measurement: the figures compare like with like on a shared machine
 STEPS = 4  # timed steps after the warm-up
@@ -61,7 +62,6 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
     the config's batch size."""
     torch.manual_seed(0)
     cfg = preset_config(preset)
-    scaler = make_grad_scaler(device, amp)
     if preset.startswith("codec"):  # the stage's own step (stages/codec.py) on a synthetic batch of random mels
         train = {**cfg["train"], "amp": amp, **({"batch_size": batch} if batch else {})}
         state = codec_stage.new_state(config_from_dict({**cfg, "train": train}, codec_stage.CodecRun), device)
@@ -70,24 +70,24 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
         mel = torch.randn(batch, state.cfg.train.crop_frames * state.model.cfg.frames_per_token, N_MELS, device=device)
         return (lambda: codec_stage.train_step(state, mel, 0)), batch
 
-    elif preset.startswith("talker"):
+    elif preset.startswith("talker"):  # the stage's own state and step (muomni.stages.talker)
         codec = preset_config("codec_base" if "base" in preset else "codec_tiny")["model"]  # the codec it pairs with
-        model = build_talker(talker_config(**{**cfg["model"], "vocab_size": 64, "n_q": codec["n_codebooks"],
-                                              "codebook_size": codec["codebook_size"], "max_text": TALKER_TEXT,
-                                              "max_frames": TALKER_FRAMES})).to(device)
         batch = batch or cfg["train"].get("batch_size", 16)
-        g = torch.Generator().manual_seed(0)
-        data = {"text": torch.randint(2, 64, (batch, TALKER_TEXT), generator=g),
-                "text_lens": torch.randint(TALKER_TEXT // 2, TALKER_TEXT + 1, (batch,), generator=g),
-                "codes": torch.randint(0, model.cfg.codebook_size, (batch, TALKER_FRAMES, model.cfg.n_q), generator=g),
-                "code_lens": torch.randint(TALKER_FRAMES // 2, TALKER_FRAMES + 1, (batch,), generator=g),
+        model = {**cfg["model"], "vocab_size": 64, "n_q": codec["n_codebooks"], "codebook_size": codec["codebook_size"],
+                 "max_text": TALKER_TEXT, "max_frames": TALKER_FRAMES}
+        train = {**cfg["train"], "batch_size": batch, "grad_accum": 1, "amp": amp, "epochs": 0}  # one batch a step
+        state = talker.new_state(config_from_dict({"model": model, "train": train}, talker.TalkerRun), device)
+        state.trained = maybe_compile(state.model, compiled)
+        data = {**random_batch(torch.Generator().manual_seed(0), batch, TALKER_TEXT, TALKER_FRAMES, vocab_size=64,
+                               n_q=codec["n_codebooks"], codebook_size=codec["codebook_size"],
+                               text_lens=TALKER_TEXT // 2, code_lens=TALKER_FRAMES // 2),
                 "speakers": torch.zeros(batch, dtype=torch.long), "ended": torch.ones(batch, dtype=torch.bool)}
         data = {k: v.to(device) for k, v in data.items()}
-        fn, params = maybe_compile(model, compiled), list(model.parameters())
 
-        def loss():
-            with autocast(device, amp):
-                return fn(**data).losses["loss"]
+        def talker_step():  # forward, backward, the guarded optimizer step (it zeroes the gradients), schedule
+            talker.train_step(state, [data], 0)
+
+        return talker_step, batch
 
     else:
         on_cpu_v1 = preset == "vocoder_v1" and device.type == "cpu"
@@ -103,16 +103,6 @@ def build_step(preset: str, compiled: bool, device: torch.device, amp: bool = Fa
             vocoder.train_step(state, [(wav, mel)], 0)
 
         return gan_step, batch
-
-    opt = torch.optim.AdamW(params, lr=1e-4)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss()).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    return step, batch
 
 
 def _maxrss_mib() -> float:

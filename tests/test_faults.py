@@ -28,6 +28,7 @@ import train_talker
 import train_vocoder
 from muomni.checkpoint import CheckpointError, load_checkpoint, step_checkpoints
 from muomni.stages import codec as codec_stage
+from muomni.stages import talker as talker_stage
 from muomni.stages import vocoder as vocoder_stage
 from muomni.training.stop import EXIT_STOPPED
 
@@ -152,7 +153,7 @@ def injected(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(codec_stage, "CodecModel", PoisonedCodec)
 
-    real_build = train_talker.build_talker
+    real_build = talker_stage.build_talker
 
     def build_talker(cfg):  # a batch whose forward goes non-finite (the Talker's inputs are integer ids)
         model = real_build(cfg)
@@ -165,7 +166,7 @@ def injected(monkeypatch: pytest.MonkeyPatch) -> None:
         model.register_forward_hook(hook, with_kwargs=True)
         return model
 
-    monkeypatch.setattr(train_talker, "build_talker", build_talker)
+    monkeypatch.setattr(talker_stage, "build_talker", build_talker)
     real_segments = vocoder_stage.random_segments
 
     def random_segments(*args, **kwargs):

@@ -215,7 +215,7 @@ def test_train_two_steps_then_resume(trained):
                                                            (0.01, 10, 4, 1), (3, 0.1, 1, 1)],
                          ids=["no_accum", "accum_divides", "accum_rounds_up", "at_least_one", "float_dust"])
 def test_epochs_count_optimizer_steps_not_micro_batches(epochs, batches, accum, steps):
-    from muomni.talker_training import epoch_steps
+    from muomni.stages.talker import epoch_steps
 
     assert epoch_steps(epochs, batches, accum) == steps
 

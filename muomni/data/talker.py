@@ -1,9 +1,10 @@
 """Talker training data: text ids and cached codes, fixed-shape or length-bucketed batches, prompts.
 
 Fixed shapes (docs/DESIGN.md §5): every batch is padded to ``max_text`` tokens and ``max_frames``
-code frames, each the ``max_length_percentile`` percentile of the corpus rounded up to
-``length_multiple``, cached in the run's stats.json and overridable (model.max_text / max_frames).
-Longer items are truncated and counted: their audio then has no stop target and a free alignment end.
+code frames, each the ``max_length_percentile`` percentile of the train items rounded up to
+``length_multiple`` (computed the same from the same items every time; the run keeps them in its config,
+and model.max_text / max_frames override them). Longer items are truncated and counted: their audio then
+has no stop target and a free alignment end.
 """
 
 from __future__ import annotations
@@ -106,9 +107,10 @@ class TalkerData:
         self.truncated = sum(self._truncates(u) for u in train)
 
     @classmethod
-    def build(cls, cfg, corpus, codec, codec_hash: str, text, run) -> TalkerData:
-        """Items of ``corpus`` with their codes from the cache of ``codec_hash``; the fixed lengths are
-        computed once and kept in the run's stats.json (``run``: read_stats, write_stats, warn)."""
+    def build(cls, cfg, corpus, codec, codec_hash: str, text, warn) -> TalkerData:
+        """Items of ``corpus`` with their codes from the cache of ``codec_hash``, padded to the fixed lengths of
+        ``cfg`` (a Talker run config) or of its train items. Reads files only; ``warn`` takes the messages
+        (characters outside the vocabulary)."""
         cache = load_codes(cfg.data.codes or default_codes_dir(cfg.data.path), codec_hash)
         if cache.meta.get("n_codebooks") != codec.cfg.n_codebooks:
             raise ValueError(f"{cache.path}: {cache.meta.get('n_codebooks')} codebooks, the codec has "
@@ -131,24 +133,16 @@ class TalkerData:
                     out.append(TalkerItem(it.id, spk.get(it.speaker, 0), it.text,
                                           np.asarray(text.encode(it.text), dtype=np.int64), codes, it.path))
             if caught:
-                run.warn(f"{len(caught)} texts have characters outside the vocabulary, e.g.: {caught[0].message}")
+                warn(f"{len(caught)} texts have characters outside the vocabulary, e.g.: {caught[0].message}")
             return out
 
         train, heldout = talker_items(corpus.train), talker_items(corpus.heldout)  # heldout may be empty: no metrics
-        stats, t = run.read_stats(), cfg.train
-        key = f"p{t.max_length_percentile:g}_m{t.length_multiple}"
-        if stats.get("lengths_key") != key:
-            stats.update({
-                "lengths_key": key,
-                "max_text": fixed_length([len(u.text_ids) for u in train], t.max_length_percentile, t.length_multiple),
-                "max_frames": fixed_length([len(u.codes) for u in train], t.max_length_percentile, t.length_multiple),
-            })
-        max_text = cfg.model.max_text or stats["max_text"]
-        max_frames = cfg.model.max_frames or stats["max_frames"]
-        data = cls(train, heldout, max_text, max_frames, t, corpus.speakers)
-        stats.update({"truncated_train_items": data.truncated, "train_items": len(train)})
-        run.write_stats(stats)
-        return data
+        t = cfg.train
+        max_text = cfg.model.max_text or fixed_length([len(u.text_ids) for u in train], t.max_length_percentile,
+                                                      t.length_multiple)
+        max_frames = cfg.model.max_frames or fixed_length([len(u.codes) for u in train], t.max_length_percentile,
+                                                          t.length_multiple)
+        return cls(train, heldout, max_text, max_frames, t, corpus.speakers)
 
     # ---- lengths and batches
 

@@ -54,7 +54,7 @@ class SharedConfig:
     norm_eps: float = 1e-5
     encoder_layers: int = 2  # non-causal text encoder layers
     sub_frames: int = FRAMES_PER_TOKEN  # durations are counted in sub-frames of a code frame (one 16 ms mel frame)
-    max_text: int = 0  # fixed text length of a batch (0 = from the corpus, stats.json)
+    max_text: int = 0  # fixed text length of a batch (0 = from the corpus)
     max_frames: int = 0  # fixed frame count of a batch and generation limit (0 = from the corpus)
     loss_weights: dict[str, float] = field(default_factory=dict)  # c0, c1, ... and the family's LOSS_NAMES
 
