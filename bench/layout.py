@@ -38,8 +38,9 @@ def functions(tree: ast.AST):
 
 def writes(node: ast.AST, name: str) -> bool:
     """Whether the function's own body names ``name`` in a string and calls a writer."""
-    strings = any(isinstance(n, ast.Constant) and isinstance(n.value, str) and name in n.value
-                  for n in ast.walk(node) if not isinstance(n, ast.Expr))
+    docs = {id(n.value) for n in ast.walk(node) if isinstance(n, ast.Expr)}  # docstrings and bare strings
+    strings = any(isinstance(n, ast.Constant) and isinstance(n.value, str) and name in n.value and id(n) not in docs
+                  for n in ast.walk(node))
     calls = any(isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", "")) in WRITE_CALLS
                 for n in ast.walk(node))
     return strings and calls

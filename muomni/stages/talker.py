@@ -4,7 +4,7 @@ The data fixes part of the model: the vocabulary and speakers of the train texts
 the lengths every batch is padded to. ``build`` reads the data first, puts those facts into the run config
 once (``settle``), and only then opens the run, so that config.json and every checkpoint hold the config the
 model was built from, and --resume refuses a checkpoint whose facts differ. Every checkpoint carries the codec
-(config and weights) and the text vocabulary, so that ``muomni.synthesis.load_talker`` synthesizes from it
+(config and weights) and the text vocabulary, so that ``muomni.load.load_talker`` synthesizes from it
 alone. Under DDP each rank trains on its share of the global batch; rank 0 alone evaluates and writes.
 """
 
