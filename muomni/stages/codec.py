@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from muomni.config import ConfigError, CpuPrecision, DataConfig, TrainConfig
 from muomni.data import corpus_fingerprint, load_corpus, mel_cache
@@ -27,6 +26,7 @@ from muomni.models.codec import LOSSES, CodecConfig, CodecModel, weighted_loss
 from muomni.samples import codec_samples
 from muomni.speech_check import SpeechCheck, codec_wavs
 from muomni.stages.optim import build_optimizer
+from muomni.stages.state import ModelState
 from muomni.synthesis_config import GRIFFIN_LIM_ITERS
 from muomni.training.device import autocast, make_grad_scaler, maybe_compile, precision_name
 from muomni.training.run import Run
@@ -59,37 +59,16 @@ class CodecRun:
 
 
 @dataclass
-class CodecState:
-    """Everything a codec run trains with; ``objects`` is what a checkpoint holds. ``new_state`` makes the
-    model, optimizer and schedule alone (a benchmark's state); ``build`` adds the run and its data."""
+class CodecState(ModelState):
+    """Everything a codec run trains with (``ModelState``) and its data; ``new_state`` makes the model, optimizer
+    and schedule alone (a benchmark's state), ``build`` adds the run and its data."""
 
-    cfg: CodecRun
-    device: torch.device
-    model: CodecModel  # the plain module: evaluation, samples, checkpoints
-    trained: nn.Module  # what the step calls: the model under DDP and torch.compile when asked
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    guard: StepGuard  # takes the optimizer step, skips and counts non-finite ones
-    run: Run | None = None
-    order: BatchOrder | None = None
     train_mels: MelCache | None = None
     held_mels: MelCache | None = None
     train_idx: list[int] = field(default_factory=list)  # usable items (at least one code frame) of each split
     held_idx: list[int] = field(default_factory=list)
     heldout: list[Item] = field(default_factory=list)  # the held-out split (held_idx indexes it)
-    speech: SpeechCheck | None = None
-    step: int = 0
     replaced: int = 0  # dead codes replaced since the last evaluation
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def objects(self) -> dict[str, Any]:
-        return {"model": self.model, "optim": self.opt, "sched": self.sched, "scaler": self.scaler,
-                "order": self.order}
-
-    def close(self) -> None:
-        pass
 
 
 def new_state(cfg: CodecRun, device: torch.device, guard: StepGuard | None = None) -> CodecState:

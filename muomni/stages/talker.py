@@ -15,7 +15,6 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +31,7 @@ from muomni.models.talker import AnyTalkerConfig, TalkerConfig, TalkerOutput, bu
 from muomni.samples import talker_ground_truth, talker_samples
 from muomni.speech_check import SpeechCheck, tts_wavs
 from muomni.stages.optim import build_optimizer
+from muomni.stages.state import ModelState
 from muomni.synthesis import TalkerBundle
 from muomni.text import TextProcessor
 from muomni.training.device import autocast, make_grad_scaler, maybe_compile, precision_name
@@ -93,37 +93,16 @@ class TalkerInputs:
 
 
 @dataclass
-class TalkerState:
-    """Everything a Talker run trains with; ``objects`` is what a checkpoint holds. ``new_state`` makes the
-    model, optimizer and schedule alone (a benchmark's state); ``build`` adds the run and its data."""
+class TalkerState(ModelState):
+    """Everything a Talker run trains with (``ModelState``: the model is a Talker or a TRMTalker) and its data;
+    ``new_state`` makes the model, optimizer and schedule alone (a benchmark's state), ``build`` adds the run."""
 
-    cfg: TalkerRun
-    device: torch.device
-    model: nn.Module  # the plain module (Talker or TRMTalker): evaluation, samples, checkpoints
-    trained: nn.Module  # what the step calls: the model under DDP and torch.compile when asked
-    opt: torch.optim.Optimizer
-    sched: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    guard: StepGuard  # takes the optimizer step, skips and counts non-finite ones
-    run: Run | None = None
     data: TalkerData | None = None
-    order: BucketOrder | BatchOrder | None = None
     bundle: TalkerBundle | None = None  # the model with its codec, text processor and speakers: synthesis
     prompts: list[tuple[int, str]] = field(default_factory=list)  # (speaker, text) sampled every sample_every
     vocoder: nn.Module | None = None  # the speech check's vocoder (None: Griffin-Lim)
-    speech: SpeechCheck | None = None
-    step: int = 0
     frames_seen: Tensor | None = None  # code frames trained on since the last train record (no host sync)
     since: float = 0.0  # time.perf_counter() of the last train record
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def objects(self) -> dict[str, Any]:
-        return {"model": self.model, "optim": self.opt, "sched": self.sched, "scaler": self.scaler,
-                "order": self.order}
-
-    def close(self) -> None:
-        pass
 
 
 # ---- the data, and the config it settles
