@@ -138,7 +138,13 @@ def settle(cfg: TalkerRun, inputs: TalkerInputs) -> TalkerRun:
     if train.epochs > 0:
         steps = epoch_steps(train.epochs, inputs.data.batches_per_epoch(), train.grad_accum)
         train = dataclasses.replace(train, steps=steps)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **data_facts(inputs)), train=train)
+    facts, defaults = data_facts(inputs), type(cfg.model)()
+    for key, value in facts.items():  # a value the config names is replaced: say so once, not silently
+        given = getattr(cfg.model, key)
+        if key not in ("max_text", "max_frames") and given not in (value, getattr(defaults, key)):
+            inputs.notes.append(f"model.{key} = {given} in the config is replaced by the data's {value} "
+                                "(the text processor's vocabulary, the corpus's speakers, the codec's codebooks)")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **facts), train=train)
 
 
 def epoch_steps(epochs: float, batches_per_epoch: float, grad_accum: int) -> int:

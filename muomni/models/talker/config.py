@@ -39,10 +39,12 @@ DEPRECATED_LOSS_WEIGHTS = {"depth": "it never weighed a loss: the depth decoder'
 @dataclass
 class SharedConfig:
     arch: str = "ar"  # the family; first field: muomni.config picks the dataclass by it
-    vocab_size: int = 0  # text tokens; 0 = taken from the text processor by train_talker.py
+    # Fixed by the data when a Talker trains (muomni/stages/talker.py data_facts): the text processor's vocabulary,
+    # the corpus's speakers, the codec's n_codebooks and codebook_size; a config's value is replaced, with a warning
+    vocab_size: int = 0  # text tokens
     n_speakers: int = 1
-    n_q: int = 2  # codebooks; 0 = taken from the codec
-    codebook_size: int = 128  # codes per codebook; taken from the codec by train_talker.py
+    n_q: int = 2  # codebooks
+    codebook_size: int = 128  # codes per codebook
     d_model: int = 192
     n_layers: int = 4
     n_heads: int = 3  # attention (query) heads
