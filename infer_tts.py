@@ -77,7 +77,8 @@ def slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "utterance"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: checkpoints, text, output, generation settings and the --stream options."""
     defaults = SynthesisConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--talker", required=True, help="Talker checkpoint or exported folder")
@@ -111,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookahead", type=int, default=None,
                         help="--stream: code frames waited for past a chunk (default: the codec decoder's receptive "
                              "field, which gives the offline audio; fewer start sooner with an edge error)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse and check the command line, load the checkpoints, then synthesize every line or stream one
+    -> exit status (2 for a checkpoint or text it cannot use)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.stream and (args.text is None or args.out_dir is not None or args.compile):
         parser.error("--stream takes one --text, writes stdout or --out, and runs uncompiled")
@@ -130,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.stream:
         return stream(args, bundle, vocoder)
+    return synthesize_lines(args, lines, bundle, vocoder)
+
+
+def synthesize_lines(args: argparse.Namespace, lines: list[tuple[str | None, str]], bundle, vocoder) -> int:
+    """Every (speaker, text) line, --batch at a time -> a wav and a mel picture each, and the manifest."""
     out_dir = args.out.parent if args.out else (args.out_dir or Path("outputs/tts"))
     out_dir.mkdir(parents=True, exist_ok=True)
     vocoder_name = f"HiFi-GAN ({args.vocoder})" if vocoder is not None else f"Griffin-Lim ({args.griffin_lim_iters} it)"

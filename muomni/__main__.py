@@ -13,13 +13,8 @@ from .export import export_checkpoint
 from .plot import plot_run
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["evaluate"]:
-        from .eval.evaluate import main as evaluate
-
-        evaluate(argv[1:])
-        return 0
+def build_parser() -> argparse.ArgumentParser:
+    """The plot and export subcommands; evaluate is listed for -h only, as it parses its own arguments."""
     parser = argparse.ArgumentParser(prog="python -m muomni", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("evaluate", add_help=False, help="score a codec, vocoder or Talker on held-out sentences "
@@ -36,7 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     target.add_argument("--onnx", help="folder for the ONNX graphs and frontend.json (a Talker checkpoint)")
     export.add_argument("--vocoder", help="--onnx: a HiFi-GAN checkpoint to export too (else the runtime uses "
                                           "Griffin-Lim)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand -> exit status (2 for a checkpoint it cannot read)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["evaluate"]:
+        from .eval.evaluate import main as evaluate
+
+        evaluate(argv[1:])
+        return 0
+    args = build_parser().parse_args(argv)
 
     if args.command == "plot":
         several = len(args.run_dir) > 1

@@ -229,70 +229,96 @@ def _cache_names(n_layers: int, prefix: tuple[str, str]) -> list[str]:
 def export_onnx(bundle, out_dir: str | Path, vocoder: nn.Module | None = None) -> Path:
     """A loaded TalkerBundle (``muomni.load.load_talker``) and optionally a HiFi-GAN generator -> the folder."""
     talker, codec = bundle.model.eval().cpu(), bundle.codec.eval().cpu()
-    cfg = talker.cfg
-    if cfg.arch != "ar":
-        raise ValueError(f"ONNX export covers the autoregressive Talker; this one is '{cfg.arch}'")
+    if talker.cfg.arch != "ar":
+        raise ValueError(f"ONNX export covers the autoregressive Talker; this one is '{talker.cfg.arch}'")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    n_layers, D, S = len(_attentions(talker)), cfg.d_model, CACHE_MULTIPLE
-    seq = {0: "batch", 1: "tokens"}
-    caches = tuple(torch.zeros(1, cfg.n_kv_heads, S, cfg.head_dim) for _ in range(2 * n_layers))
-    cache_in = _cache_names(n_layers, ("cache_k", "cache_v"))
-    cache_out = _cache_names(n_layers, ("present_k", "present_v"))
-    cache_axes = {name: {2: "cache"} for name in cache_in + cache_out}
-    graphs = {}
     with exportable():
-        N = 7
-        text, lens, spk = torch.randint(2, cfg.vocab_size, (1, N)), torch.tensor([N]), torch.zeros(1, dtype=torch.long)
-        _export(TextEncoderGraph(talker), (text, lens, spk), out / "text_encoder.onnx",
-                ["text", "text_lens", "speakers"], ["states", "durations"],
-                {"text": seq, "states": seq, "durations": seq})
-        graphs["text_encoder"] = "text_encoder.onnx"
-        states = talker.encode_text(text, lens, spk)
-        aligned0 = torch.zeros(1, 1, D)
-        if talker.aligner is not None:
-            path = torch.zeros(1, N, 3 * cfg.sub_frames)
-            path[0, torch.arange(3 * cfg.sub_frames) * N // (3 * cfg.sub_frames), torch.arange(3 * cfg.sub_frames)] = 1
-            _export(AlignGraph(talker), (states, path, torch.tensor([3])), out / "align.onnx",
-                    ["states", "path", "n_frames"], ["aligned"],
-                    {"states": seq, "path": {1: "tokens", 2: "sub_frames"}, "aligned": {1: "positions"}})
-            graphs["align"] = "align.onnx"
-        L = N + 1 if cfg.text_prefix else 1
-        positions = torch.arange(L)[None]
-        mask = torch.zeros(1, 1, L, S, dtype=torch.bool)
-        mask[..., :L] = torch.ones(L, L, dtype=torch.bool).tril()
-        lead = ([states] if cfg.text_prefix else [])
-        names = (["prefix"] if cfg.text_prefix else []) + ["speakers", "aligned0", "positions", "mask", "slots"]
-        _export(PrefillGraph(talker) if cfg.text_prefix else PrefillNoTextGraph(talker),
-                (*lead, spk, aligned0, positions, mask, torch.arange(L), *caches), out / "prefill.onnx",
-                names + cache_in, ["hidden", "logits", "stop"] + cache_out,
-                {"prefix": seq, "positions": {1: "length"}, "mask": {2: "length", 3: "cache"}, "slots": {0: "length"},
-                 **cache_axes})
-        graphs["prefill"] = "prefill.onnx"
-        frame = torch.zeros(1, cfg.n_q, dtype=torch.long)
-        step_mask = torch.zeros(1, 1, 1, S, dtype=torch.bool)
-        step_mask[..., :L + 1] = True
-        _export(StepGraph(talker), (frame, spk, aligned0, torch.tensor([[L]]), step_mask, torch.tensor([L]), *caches),
-                out / "step.onnx", ["frame", "speakers", "aligned", "positions", "mask", "slot"] + cache_in,
-                ["logits", "stop", "hidden"] + cache_out, {"mask": {3: "cache"}, **cache_axes})
-        graphs["step"] = "step.onnx"
-        if talker.depth is not None:
-            _export(DepthGraph(talker), (torch.randn(1, D), torch.zeros(1, 2, dtype=torch.long)), out / "depth.onnx",
-                    ["hidden", "codes"], ["logits"], {"hidden": {0: "batch"}, "codes": {0: "batch", 1: "known"},
-                                                      "logits": {0: "batch"}})
-            graphs["depth"] = "depth.onnx"
-        T = 6
-        _export(CodecGraph(codec, False), (torch.zeros(1, T, cfg.n_q, dtype=torch.long),),
-                out / "codec_decode.onnx", ["codes"], ["mel"], {"codes": {1: "frames"}, "mel": {1: "mel_frames"}})
-        _export(CodecGraph(codec, True), (torch.full((1, T, cfg.n_q, cfg.codebook_size), 1 / cfg.codebook_size),),
-                out / "codec_expected.onnx", ["probs"], ["mel"], {"probs": {1: "frames"}, "mel": {1: "mel_frames"}})
-    graphs.update(codec_decode="codec_decode.onnx", codec_expected="codec_expected.onnx")
+        graphs = _export_talker(talker, out)
+        graphs.update(_export_codec(codec, talker.cfg, out))
     if vocoder is not None:
         _export(vocoder.eval().cpu(), (torch.zeros(1, 20, N_MELS),), out / "vocoder.onnx", ["mel"], ["wav"],
                 {"mel": {1: "frames"}, "wav": {1: "samples"}})
         graphs["vocoder"] = "vocoder.onnx"
     np.save(out / "mel_basis.npy", mel_basis("cpu", torch.float64).numpy())
-    front = {
+    (out / FRONTEND).write_text(json.dumps(_frontend(bundle, graphs, vocoder), indent=1))
+    return out
+
+
+def _export_talker(talker: nn.Module, out: Path) -> dict[str, str]:
+    """The Talker's graphs (text encoder, aligner, prefill, step, depth decoder), traced on a 7-token text
+    -> {graph: file name}."""
+    cfg, N = talker.cfg, 7
+    text, lens, spk = torch.randint(2, cfg.vocab_size, (1, N)), torch.tensor([N]), torch.zeros(1, dtype=torch.long)
+    seq = {0: "batch", 1: "tokens"}
+    _export(TextEncoderGraph(talker), (text, lens, spk), out / "text_encoder.onnx",
+            ["text", "text_lens", "speakers"], ["states", "durations"],
+            {"text": seq, "states": seq, "durations": seq})
+    graphs = {"text_encoder": "text_encoder.onnx"}
+    states = talker.encode_text(text, lens, spk)  # (1, N, D)
+    if talker.aligner is not None:
+        n_sub = 3 * cfg.sub_frames  # three code frames' sub-frames, spread over the N tokens
+        path = torch.zeros(1, N, n_sub)
+        path[0, torch.arange(n_sub) * N // n_sub, torch.arange(n_sub)] = 1
+        _export(AlignGraph(talker), (states, path, torch.tensor([3])), out / "align.onnx",
+                ["states", "path", "n_frames"], ["aligned"],
+                {"states": seq, "path": {1: "tokens", 2: "sub_frames"}, "aligned": {1: "positions"}})
+        graphs["align"] = "align.onnx"
+    graphs.update(_export_decoder(talker, states, spk, out))
+    if talker.depth is not None:
+        _export(DepthGraph(talker), (torch.randn(1, cfg.d_model), torch.zeros(1, 2, dtype=torch.long)),
+                out / "depth.onnx", ["hidden", "codes"], ["logits"],
+                {"hidden": {0: "batch"}, "codes": {0: "batch", 1: "known"}, "logits": {0: "batch"}})
+        graphs["depth"] = "depth.onnx"
+    return graphs
+
+
+def _export_decoder(talker: nn.Module, states: torch.Tensor, spk: torch.Tensor, out: Path) -> dict[str, str]:
+    """The decoder's two graphs over an explicit KV cache of ``CACHE_MULTIPLE`` slots: prefill (the text prefix
+    and the start position at once) and step (one frame) -> {graph: file name}."""
+    cfg, S = talker.cfg, CACHE_MULTIPLE
+    n_layers, N = len(_attentions(talker)), states.shape[1]
+    caches = tuple(torch.zeros(1, cfg.n_kv_heads, S, cfg.head_dim) for _ in range(2 * n_layers))
+    cache_in = _cache_names(n_layers, ("cache_k", "cache_v"))
+    cache_out = _cache_names(n_layers, ("present_k", "present_v"))
+    cache_axes = {name: {2: "cache"} for name in cache_in + cache_out}
+    aligned0 = torch.zeros(1, 1, cfg.d_model)
+    L = N + 1 if cfg.text_prefix else 1
+    positions = torch.arange(L)[None]
+    mask = torch.zeros(1, 1, L, S, dtype=torch.bool)
+    mask[..., :L] = torch.ones(L, L, dtype=torch.bool).tril()
+    lead = ([states] if cfg.text_prefix else [])
+    names = (["prefix"] if cfg.text_prefix else []) + ["speakers", "aligned0", "positions", "mask", "slots"]
+    _export(PrefillGraph(talker) if cfg.text_prefix else PrefillNoTextGraph(talker),
+            (*lead, spk, aligned0, positions, mask, torch.arange(L), *caches), out / "prefill.onnx",
+            names + cache_in, ["hidden", "logits", "stop"] + cache_out,
+            {"prefix": {0: "batch", 1: "tokens"}, "positions": {1: "length"}, "mask": {2: "length", 3: "cache"},
+             "slots": {0: "length"}, **cache_axes})
+    frame = torch.zeros(1, cfg.n_q, dtype=torch.long)
+    step_mask = torch.zeros(1, 1, 1, S, dtype=torch.bool)
+    step_mask[..., :L + 1] = True
+    _export(StepGraph(talker), (frame, spk, aligned0, torch.tensor([[L]]), step_mask, torch.tensor([L]), *caches),
+            out / "step.onnx", ["frame", "speakers", "aligned", "positions", "mask", "slot"] + cache_in,
+            ["logits", "stop", "hidden"] + cache_out, {"mask": {3: "cache"}, **cache_axes})
+    return {"prefill": "prefill.onnx", "step": "step.onnx"}
+
+
+def _export_codec(codec: nn.Module, cfg, out: Path) -> dict[str, str]:
+    """The codec decoder twice: from codes, and from the Talker's distributions over them (its expected code
+    vectors) -> {graph: file name}. cfg: the Talker's, whose n_q and codebook_size the codec shares."""
+    T = 6
+    _export(CodecGraph(codec, False), (torch.zeros(1, T, cfg.n_q, dtype=torch.long),),
+            out / "codec_decode.onnx", ["codes"], ["mel"], {"codes": {1: "frames"}, "mel": {1: "mel_frames"}})
+    _export(CodecGraph(codec, True), (torch.full((1, T, cfg.n_q, cfg.codebook_size), 1 / cfg.codebook_size),),
+            out / "codec_expected.onnx", ["probs"], ["mel"], {"probs": {1: "frames"}, "mel": {1: "mel_frames"}})
+    return {"codec_decode": "codec_decode.onnx", "codec_expected": "codec_expected.onnx"}
+
+
+def _frontend(bundle, graphs: dict[str, str], vocoder: nn.Module | None) -> dict:
+    """frontend.json: what the runtime needs besides the graphs: vocabulary, speakers, audio settings, the
+    Talker's sizes and lengths, the codec's and vocoder's configs."""
+    cfg = bundle.model.cfg
+    return {
         "format": 1, "graphs": graphs, "opset": OPSET,
         "text": bundle.text.to_dict(), "speakers": list(bundle.speakers),
         "audio": {"sample_rate": SAMPLE_RATE, "hop_length": HOP_LENGTH, "n_fft": N_FFT, "win_length": WIN_LENGTH,
@@ -300,11 +326,9 @@ def export_onnx(bundle, out_dir: str | Path, vocoder: nn.Module | None = None) -
         "talker": {**{k: getattr(cfg, k) for k in ("n_q", "codebook_size", "d_model", "n_kv_heads", "head_dim",
                                                     "n_speakers", "text_prefix", "duration_path", "sub_frames",
                                                     "max_text", "max_frames", "n_code_heads")},
-                   "n_layers": n_layers, "depth": talker.depth is not None, "cache_multiple": CACHE_MULTIPLE,
-                   "frame_limit": frame_limit(cfg),
+                   "n_layers": len(_attentions(bundle.model)), "depth": bundle.model.depth is not None,
+                   "cache_multiple": CACHE_MULTIPLE, "frame_limit": frame_limit(cfg),
                    "step": bundle.step},
-        "codec": {**config_to_dict(codec.cfg), "frame_rate": codec.cfg.frame_rate},
+        "codec": {**config_to_dict(bundle.codec.cfg), "frame_rate": bundle.codec.cfg.frame_rate},
         "vocoder": config_to_dict(vocoder.cfg) if vocoder is not None else None,
     }
-    (out / FRONTEND).write_text(json.dumps(front, indent=1))
-    return out

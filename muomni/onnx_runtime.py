@@ -135,22 +135,11 @@ class OnnxTTS:
 
         durations: sub-frames per token (N,), instead of the predictor's."""
         cfg, rng = self.cfg, rng or np.random.default_rng(0)
-        N, S = len(ids), cfg["sub_frames"]
+        N = len(ids)
         text = np.array([ids], dtype=np.int64)
         spk = np.array([speaker], dtype=np.int64)
         states, pred = self._run("text_encoder", text=text, text_lens=np.array([N], dtype=np.int64), speakers=spk)
-        limit = cache_frames = max_frames or cfg["frame_limit"]  # generate._plan
-        aligned = np.zeros((1, 1, cfg["d_model"]), dtype=np.float32)
-        if cfg["duration_path"]:
-            if durations is None:
-                durations, n_frames = durations_from_prediction(pred[0], S, duration_scale)
-            else:
-                n_frames = int(-(-int(np.sum(durations)) // S))
-            limit, cache_frames = (min(n_frames, limit), limit) if max_frames else (n_frames, n_frames)
-            ends = np.cumsum(durations)
-            sub = np.arange(n_frames * S)
-            path = ((sub >= (ends - durations)[:, None]) & (sub < ends[:, None])).astype(np.float32)[None]
-            aligned = self._run("align", states=states, path=path, n_frames=np.array([n_frames], dtype=np.int64))[0]
+        aligned, limit, cache_frames = self._align(states, pred, max_frames, durations, duration_scale)
         n_text = N if cfg["text_prefix"] else 0
         max_seq = -(-(n_text + cache_frames + 1) // cfg["cache_multiple"]) * cfg["cache_multiple"]
         L = n_text + 1
@@ -177,6 +166,26 @@ class OnnxTTS:
                     "step", frame=frame, speakers=spk, aligned=aligned[:, min(t + 1, aligned.shape[1] - 1)][:, None],
                     positions=np.array([[base + t + 1]], dtype=np.int64), mask=key_ok,
                     slot=np.array([n_text + t + 1], dtype=np.int64), **cache)
+
+    def _align(self, states: np.ndarray, pred: np.ndarray, max_frames: int | None, durations: np.ndarray | None,
+               duration_scale: float) -> tuple[np.ndarray, int, int]:
+        """The text encoder's states (1, N, D) and predicted durations (1, N) -> (the aligned states (1, F + 1, D)
+        the audio positions add, zeros (1, 1, D) without a duration path; the frame limit; the frames the cache
+        holds) (generate._plan). On the duration path the durations, given or predicted, set the length."""
+        cfg, S = self.cfg, self.cfg["sub_frames"]
+        limit = cache_frames = max_frames or cfg["frame_limit"]
+        if not cfg["duration_path"]:
+            return np.zeros((1, 1, cfg["d_model"]), dtype=np.float32), limit, cache_frames
+        if durations is None:
+            durations, n_frames = durations_from_prediction(pred[0], S, duration_scale)
+        else:
+            n_frames = int(-(-int(np.sum(durations)) // S))
+        limit, cache_frames = (min(n_frames, limit), limit) if max_frames else (n_frames, n_frames)
+        ends = np.cumsum(durations)
+        sub = np.arange(n_frames * S)
+        path = ((sub >= (ends - durations)[:, None]) & (sub < ends[:, None])).astype(np.float32)[None]
+        aligned = self._run("align", states=states, path=path, n_frames=np.array([n_frames], dtype=np.int64))[0]
+        return aligned, limit, cache_frames
 
     def _pick(self, logits, h, temperature, top_k, top_p, rng) -> tuple[np.ndarray, np.ndarray]:
         """One frame (1, n_q) and the distributions (1, n_q, K) (generate.pick_frame)."""

@@ -14,8 +14,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from muomni.audio import HOP_LENGTH, LOG_FLOOR, SAMPLE_RATE
-from muomni.models.griffinlim import mel_to_wav
+from muomni.audio import HOP_LENGTH, LOG_FLOOR, N_FFT, SAMPLE_RATE
+from muomni.models.griffinlim import griffin_lim_from, magnitude_of, mel_to_wav
+from muomni.streaming import (
+    CodecStage,
+    VocoderStage,
+    WarmGriffinLim,
+    codec_decoder_radius,
+    hifigan_radius,
+    pause_frames,
+)
 from muomni.synthesis_config import (
     GLOBAL_LOOKAHEAD,
     GRIFFIN_LIM_CONTEXT,
@@ -257,67 +265,25 @@ def stream_synthesis(bundle: TalkerBundle, text: str, speaker=None, vocoder: nn.
     offline codes; sampled decoding does too for a text of one piece (offline samples several pieces as one
     batch, from one generator).
     """
-    from muomni.audio import N_FFT
-    from muomni.models.griffinlim import griffin_lim_from, magnitude_of
-    from muomni.models.talker.generate import stream_frames
-    from muomni.streaming import (
-        CodecStage,
-        VocoderStage,
-        WarmGriffinLim,
-        codec_decoder_radius,
-        hifigan_radius,
-        pause_frames,
-    )
+    from muomni.models.talker.generate import stream_frames  # looked up per call, so a test can wrap it
 
-    if mel_from not in MEL_FROM:
-        raise ValueError(f"mel_from = {mel_from!r}: expected one of {', '.join(MEL_FROM)}")
-    if not isinstance(text, str):
-        raise ValueError("stream_synthesis takes one text (a string)")
-    model, codec = bundle.model, bundle.codec
-    if model.cfg.arch != "ar":
-        raise ValueError(f"a '{model.cfg.arch}' Talker writes every frame in one pass: there is nothing to stream; "
-                         "use synthesize()")
-    radius = codec_decoder_radius(codec.cfg)
-    if radius is None:
-        warnings.warn(f"the codec decoder has {codec.cfg.decoder_attention_layers} attention layer(s), which read "
-                      "the whole utterance: streaming reads every earlier frame and waits "
-                      f"{GLOBAL_LOOKAHEAD if lookahead is None else lookahead} frames past each chunk, and its "
-                      "chunk edges differ from offline synthesis", stacklevel=2)
-    lookahead = (radius if radius is not None else GLOBAL_LOOKAHEAD) if lookahead is None else lookahead
-    if vocoder is not None:
-        context, crossfade = hifigan_radius(vocoder.cfg) if vocoder_context is None else vocoder_context, 0
-    else:
-        context = GRIFFIN_LIM_CONTEXT if vocoder_context is None else vocoder_context
-        crossfade = min(GRIFFIN_LIM_CROSSFADE, context)
-    spk = torch.tensor(_speaker_ids(bundle, speaker, 1))
-    pieces, _ = split_for_talker(bundle, [text])
+    model, codec = _check_streamable(bundle, text, mel_from)
+    radius, lookahead = _codec_window(codec.cfg, lookahead)
     device = next(model.parameters()).device
+    spk = torch.tensor(_speaker_ids(bundle, speaker, 1)).to(device)
+    pieces, _ = split_for_talker(bundle, [text])
     gen = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    codec_device = _codec_device(codec)
-
-    def decode(x):  # (T, n_q) codes or (T, n_q, K) distributions -> (5 T, 128)
-        with torch.no_grad():
-            x = torch.from_numpy(x)[None].to(codec_device)
-            return (codec.decode_expected(x) if mel_from == "expected" else codec.decode(x))[0].cpu().numpy()
-
-    if vocoder is not None:
-        def run_vocoder(mel, _start):  # (T, 128) -> (T * 256,)
-            return vocode(torch.from_numpy(mel), vocoder).reshape(-1).cpu().numpy()
-    else:
-        vocode(torch.zeros(8, codec.cfg.n_mels), None, n_iter=1)  # its one warning per process, as offline
-        run_vocoder = WarmGriffinLim(magnitude_of, lambda mag, angles: griffin_lim_from(mag, angles, n_iter),
-                                     N_FFT // 2 + 1)
-    voc = VocoderStage(run_vocoder, context, HOP_LENGTH, crossfade)
+    decode = _chunk_decoder(codec, mel_from)
+    voc = _vocoder_stage(vocoder, codec.cfg.n_mels, vocoder_context, n_iter)
+    pause = pause_frames(PAUSE_SECONDS, codec.cfg.n_mels, SAMPLE_RATE, HOP_LENGTH, LOG_FLOOR)  # (T, n_mels)
     for i, piece in enumerate(pieces):
-        if i and (wav := voc.push(pause_frames(PAUSE_SECONDS, codec.cfg.n_mels, SAMPLE_RATE, HOP_LENGTH,
-                                               LOG_FLOOR))) is not None:
+        if i and (wav := voc.push(pause)) is not None:
             yield wav
-        ids, lens = encode_texts(bundle, [piece])
+        ids, lens = (t.to(device) for t in encode_texts(bundle, [piece]))  # (1, N), (1,)
         stage = CodecStage(decode, radius, lookahead, chunk_frames, codec.cfg.frames_per_token)
-        frames = stream_frames(model, ids.to(device), lens.to(device), spk.to(device), max_frames=max_frames,
-                               temperature=temperature, top_k=top_k, top_p=top_p, generator=gen,
-                               duration_scale=duration_scale, return_probs=mel_from == "expected")
-        for frame, probs in frames:
+        for frame, probs in stream_frames(model, ids, lens, spk, max_frames=max_frames, temperature=temperature,
+                                          top_k=top_k, top_p=top_p, generator=gen, duration_scale=duration_scale,
+                                          return_probs=mel_from == "expected"):
             mel = stage.push((probs if mel_from == "expected" else frame).cpu().numpy())
             if mel is not None and (wav := voc.push(mel)) is not None:
                 yield wav
@@ -326,3 +292,60 @@ def stream_synthesis(bundle: TalkerBundle, text: str, speaker=None, vocoder: nn.
             yield wav
     if (wav := voc.finish()) is not None:
         yield wav
+
+
+def _check_streamable(bundle: TalkerBundle, text: str, mel_from: str) -> tuple[nn.Module, nn.Module]:
+    """The Talker and codec of a request ``stream_synthesis`` can serve: one text, a known ``mel_from``, and an
+    autoregressive Talker (the others write every frame in one pass, so there is nothing to stream)."""
+    if mel_from not in MEL_FROM:
+        raise ValueError(f"mel_from = {mel_from!r}: expected one of {', '.join(MEL_FROM)}")
+    if not isinstance(text, str):
+        raise ValueError("stream_synthesis takes one text (a string)")
+    if bundle.model.cfg.arch != "ar":
+        raise ValueError(f"a '{bundle.model.cfg.arch}' Talker writes every frame in one pass: there is nothing to "
+                         "stream; use synthesize()")
+    return bundle.model, bundle.codec
+
+
+def _codec_window(codec_cfg, lookahead: int | None) -> tuple[int | None, int]:
+    """The codec decoder's context for streaming -> (left radius in code frames, None when its attention reads the
+    whole utterance; lookahead in code frames, defaulting to the radius, which makes the mel exact, or to
+    ``GLOBAL_LOOKAHEAD``). A whole-utterance decoder is warned about: its chunk edges differ from offline."""
+    radius = codec_decoder_radius(codec_cfg)
+    if radius is None:
+        warnings.warn(f"the codec decoder has {codec_cfg.decoder_attention_layers} attention layer(s), which read "
+                      "the whole utterance: streaming reads every earlier frame and waits "
+                      f"{GLOBAL_LOOKAHEAD if lookahead is None else lookahead} frames past each chunk, and its "
+                      "chunk edges differ from offline synthesis", stacklevel=3)
+    return radius, (radius if radius is not None else GLOBAL_LOOKAHEAD) if lookahead is None else lookahead
+
+
+def _chunk_decoder(codec: nn.Module, mel_from: str):
+    """The codec decoder as the streaming ``CodecStage`` calls it: numpy (T, n_q) codes, or (T, n_q, K)
+    distributions with ``mel_from="expected"`` -> numpy log-mel (5 T, 128)."""
+    codec_device = _codec_device(codec)
+
+    def decode(x):  # (T, n_q) codes or (T, n_q, K) distributions -> (5 T, 128)
+        with torch.no_grad():
+            x = torch.from_numpy(x)[None].to(codec_device)
+            return (codec.decode_expected(x) if mel_from == "expected" else codec.decode(x))[0].cpu().numpy()
+
+    return decode
+
+
+def _vocoder_stage(vocoder: nn.Module | None, n_mels: int, vocoder_context: int | None, n_iter: int):
+    """The streaming ``VocoderStage``: the HiFi-GAN generator with its receptive field of mel context on both
+    sides (exact), or without one Griffin-Lim warm-started from the previous chunk, with ``GRIFFIN_LIM_CONTEXT``
+    frames of context and a cross-fade; ``vocoder_context`` overrides the context."""
+    if vocoder is not None:
+        context, crossfade = hifigan_radius(vocoder.cfg) if vocoder_context is None else vocoder_context, 0
+
+        def run_vocoder(mel, _start):  # (T, 128) -> (T * 256,)
+            return vocode(torch.from_numpy(mel), vocoder).reshape(-1).cpu().numpy()
+    else:
+        context = GRIFFIN_LIM_CONTEXT if vocoder_context is None else vocoder_context
+        crossfade = min(GRIFFIN_LIM_CROSSFADE, context)
+        vocode(torch.zeros(8, n_mels), None, n_iter=1)  # its one warning per process, as offline
+        run_vocoder = WarmGriffinLim(magnitude_of, lambda mag, angles: griffin_lim_from(mag, angles, n_iter),
+                                     N_FFT // 2 + 1)
+    return VocoderStage(run_vocoder, context, HOP_LENGTH, crossfade)

@@ -140,30 +140,13 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
     names = [vocoder_system(v, several) for v in args.vocoder]
     if len(set(names)) != len(names):
         raise ValueError(f"--vocoder: two of {args.vocoder} would be reported as the same system ({names})")
-    vocoders = {}
-    for name, spec in zip(names, args.vocoder):
-        generator = load_vocoder(spec)
-        vocoders[name] = lambda mel, g=generator: vocode(mel, g)
-    vocoders["griffinlim"] = lambda mel: mel_to_wav(mel, args.n_iter)
+    vocoders = _load_vocoders(names, args.vocoder, args.n_iter)
     corpus = load_corpus(DataConfig(path=args.data))
     items = corpus.heldout[: args.limit] if args.limit else corpus.heldout
-    reals, seconds = [], 0.0
-    outs = {name: [] for name in vocoders}
-    scores = {name: [] for name in vocoders}
-    compute = dict.fromkeys(vocoders, 0.0)
-    for item in items:
-        wav = load_audio(item.path)
-        mel = log_mel(wav)[0]  # (T, 128)
-        reals.append(wav)
-        seconds += len(wav) / SAMPLE_RATE
-        for name, vocoder in vocoders.items():
-            start = time.perf_counter()
-            out = vocoder(mel)[: len(wav)].cpu().numpy()
-            compute[name] += time.perf_counter() - start
-            outs[name].append(out)
-            scores[name].append(vocoder_scores(wav, out))
+    reals, outs, scores, compute = _vocode_heldout(items, vocoders)
     if not items:
         raise ValueError(f"{args.data}: no held-out utterance to evaluate")
+    seconds = sum(len(wav) / SAMPLE_RATE for wav in reals)
     asr = score_systems(items, {"ground_truth": reals, **outs}, args.asrs, args.out_dir or None, args.mos)
     wer = asr["wer_by_asr"][asr["asr"]["headline"]]
     report = {"vocoder": args.vocoder[0] if not several else args.vocoder, "vocoders": dict(zip(names, args.vocoder)),
@@ -176,16 +159,51 @@ def evaluate_vocoder(args: argparse.Namespace) -> dict:
         report[name]["wer"] = wer[name]
         report[name].update(mos_fields(asr, name))
         report[name]["rtf"] = compute[name] / seconds
-    metrics = [k for k in report[names[0]] if all(k in report[n] for n in vocoders)]
-    print(f"vocoder evaluation: {len(items)} held-out utterances ({seconds:.1f} s) of {args.data}, "
-          f"original mels; ground-truth word error {report['wer_ground_truth']:.4f} ({asr['asr']['headline']}); "
-          f"real-time factor on {torch.get_num_threads()} threads")
-    width = max(12, *(len(n) for n in vocoders))
-    print(f"  {'metric':<12}  " + "  ".join(f"{n:>{width}}" for n in vocoders))
-    for k in metrics:
-        print(f"  {k:<12}  " + "  ".join(f"{report[n][k]:>{width}.4f}" for n in vocoders))
+    _print_vocoder_table(report, list(vocoders))
     print_word_errors(asr, "vocoder")
     return {**report, **asr}
+
+
+def _load_vocoders(names: list[str], specs: list[str], n_iter: int) -> dict:
+    """{system name: mel (T, 128) -> wav}: each --vocoder, then Griffin-Lim with ``n_iter`` iterations."""
+    vocoders = {}
+    for name, spec in zip(names, specs):
+        generator = load_vocoder(spec)
+        vocoders[name] = lambda mel, g=generator: vocode(mel, g)
+    vocoders["griffinlim"] = lambda mel: mel_to_wav(mel, n_iter)
+    return vocoders
+
+
+def _vocode_heldout(items: list, vocoders: dict) -> tuple[list, dict, dict, dict]:
+    """Every item's original mel through every vocoder -> (the original wavs, {system: wavs}, {system: per-item
+    scores against the original}, {system: compute seconds}). Each output is cut to its original's length."""
+    reals = []
+    outs = {name: [] for name in vocoders}
+    scores = {name: [] for name in vocoders}
+    compute = dict.fromkeys(vocoders, 0.0)
+    for item in items:
+        wav = load_audio(item.path)
+        mel = log_mel(wav)[0]  # (T, 128)
+        reals.append(wav)
+        for name, vocoder in vocoders.items():
+            start = time.perf_counter()
+            out = vocoder(mel)[: len(wav)].cpu().numpy()
+            compute[name] += time.perf_counter() - start
+            outs[name].append(out)
+            scores[name].append(vocoder_scores(wav, out))
+    return reals, outs, scores, compute
+
+
+def _print_vocoder_table(report: dict, systems: list[str]) -> None:
+    """The report as a table: a row per metric every system has, a column per system."""
+    metrics = [k for k in report[systems[0]] if all(k in report[n] for n in systems)]
+    print(f"vocoder evaluation: {report['utterances']} held-out utterances ({report['audio_seconds']:.1f} s) of "
+          f"{report['data']}, original mels; ground-truth word error {report['wer_ground_truth']:.4f} "
+          f"({report['asr_headline']}); real-time factor on {report['threads']} threads")
+    width = max(12, *(len(n) for n in systems))
+    print(f"  {'metric':<12}  " + "  ".join(f"{n:>{width}}" for n in systems))
+    for k in metrics:
+        print(f"  {k:<12}  " + "  ".join(f"{report[n][k]:>{width}.4f}" for n in systems))
 
 
 def add_vocoder_parser(sub: argparse._SubParsersAction) -> None:

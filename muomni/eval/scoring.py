@@ -57,7 +57,20 @@ def score_systems(items: list[Item], systems: dict[str, list[np.ndarray]], asrs:
         if len(wavs) != len(items):
             raise ValueError(f"score_systems: system '{name}' has {len(wavs)} wavs for {len(items)} utterances")
     systems = {name: [_numpy(w) for w in wavs] for name, wavs in systems.items()}
-    refs = [it.text for it in items]
+    rows = _utterance_rows(items, systems, out_dir)
+    recognisers = [load_asr(backend, model) for backend, model in asrs]
+    audio_seconds = sum(len(w) for wavs in systems.values() for w in wavs) / SAMPLE_RATE
+    report = _word_errors(items, systems, rows, recognisers, audio_seconds)
+    report["per_utterance"] = rows
+    scorer = load_mos(mos)
+    if scorer is not None:
+        report["mos"] = _naturalness(scorer, systems, rows, audio_seconds)
+    return report
+
+
+def _utterance_rows(items: list[Item], systems: dict[str, list[np.ndarray]], out_dir: str | Path | None) -> list[dict]:
+    """One ``per_utterance`` row per item with each system's duration; with ``out_dir`` each system's wav and mel
+    picture are written and linked. Transcripts and ratings are filled in later."""
     rows = [{"id": it.id, "speaker": it.speaker, "reference": it.text, "systems": {}} for it in items]
     for name, wavs in systems.items():
         for row, wav in zip(rows, wavs):
@@ -67,9 +80,15 @@ def score_systems(items: list[Item], systems: dict[str, list[np.ndarray]], asrs:
                 save_wav(base.with_suffix(".wav"), wav)
                 mel_picture(base.with_suffix(".png"), wav)
                 entry["wav"], entry["mel_png"] = str(base.with_suffix(".wav")), str(base.with_suffix(".png"))
-    recognisers = [load_asr(backend, model) for backend, model in asrs]
+    return rows
+
+
+def _word_errors(items: list[Item], systems: dict[str, list[np.ndarray]], rows: list[dict], recognisers: list,
+                 audio_seconds: float) -> dict:
+    """Every system transcribed by every recogniser -> the ``asr``, ``wer_by_asr``, ``wer_by_speaker`` and
+    ``hallucinations`` sections; each row gets its hypotheses and word errors."""
+    refs = [it.text for it in items]
     wer_by_asr, by_speaker, cost, flagged = {}, {}, {}, []
-    audio_seconds = sum(len(w) for wavs in systems.values() for w in wavs) / SAMPLE_RATE
     for asr in recognisers:
         start, hyps = time.perf_counter(), {}
         for name, wavs in systems.items():
@@ -87,20 +106,22 @@ def score_systems(items: list[Item], systems: dict[str, list[np.ndarray]], asrs:
                     flagged.append({"id": row["id"], "system": name, "asr": asr.label, "reason": reason,
                                     "word_error": round(wer, 4), "hypothesis": hyp})
     labels = [asr.label for asr in recognisers]
-    report = {"asr": {"headline": labels[0], "recognisers": labels, "seconds_per_audio_second": cost,
-                      "audio_seconds": round(audio_seconds, 2)},
-              "wer_by_asr": wer_by_asr, "wer_by_speaker": by_speaker, "hallucinations": flagged, "per_utterance": rows}
-    scorer = load_mos(mos)
-    if scorer is not None:
-        start, by_system = time.perf_counter(), {}
-        for name, wavs in systems.items():
-            ratings = scorer.score(wavs)
-            for row, rating in zip(rows, ratings):
-                row["systems"][name]["mos"] = rating
-            by_system[name] = mean_ratings(ratings)
-        report["mos"] = {"model": scorer.label, "by_system": by_system,
-                         "seconds_per_audio_second": round((time.perf_counter() - start) / max(audio_seconds, 1e-9), 4)}
-    return report
+    return {"asr": {"headline": labels[0], "recognisers": labels, "seconds_per_audio_second": cost,
+                    "audio_seconds": round(audio_seconds, 2)},
+            "wer_by_asr": wer_by_asr, "wer_by_speaker": by_speaker, "hallucinations": flagged}
+
+
+def _naturalness(scorer, systems: dict[str, list[np.ndarray]], rows: list[dict], audio_seconds: float) -> dict:
+    """Every system's utterances rated by the naturalness model -> the ``mos`` section; each row gets its
+    ratings."""
+    start, by_system = time.perf_counter(), {}
+    for name, wavs in systems.items():
+        ratings = scorer.score(wavs)
+        for row, rating in zip(rows, ratings):
+            row["systems"][name]["mos"] = rating
+        by_system[name] = mean_ratings(ratings)
+    return {"model": scorer.label, "by_system": by_system,
+            "seconds_per_audio_second": round((time.perf_counter() - start) / max(audio_seconds, 1e-9), 4)}
 
 
 def print_word_errors(scores: dict, title: str) -> None:

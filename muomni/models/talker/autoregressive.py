@@ -112,49 +112,69 @@ class Talker(TalkerBase):
         ended (B,) bool: False for items truncated to F frames (no stop target, free alignment end).
         durations (B, N) sub-frames per token: a given alignment instead of the search (no align/dur loss).
         """
-        cfg = self.cfg
-        B, Fr, _ = codes.shape
-        ended = torch.ones(B, dtype=torch.bool, device=codes.device) if ended is None else ended
+        Fr = codes.shape[1]
+        ended = torch.ones(codes.shape[0], dtype=torch.bool, device=codes.device) if ended is None else ended
         prefix = self.encode_text(text, text_lens, speakers)  # (B, N, D)
-        losses: dict[str, torch.Tensor] = {}
-        counts: dict[str, torch.Tensor] = {}
-        aligned = None
-        if self.aligner is not None and durations is not None:
-            path = durations_to_path(durations, Fr * cfg.sub_frames)
-            aligned = aligned_states(self.aligner, prefix, path, code_lens, Fr + 1)  # (B, F + 1, D)
-        elif self.aligner is not None:
-            align = self.aligner(prefix, text_lens, codes, code_lens, ended, speakers)
-            losses.update(align.losses)
-            counts.update(align.counts)
-            durations = align.durations
-            aligned = aligned_states(self.aligner, prefix, align.path, code_lens, Fr + 1)  # (B, F + 1, D)
+        aligned, durations, losses, counts = self._align(prefix, text_lens, codes, code_lens, ended, speakers,
+                                                         durations)
         x = self.audio_inputs(codes, speakers, aligned)  # (B, F + 1, D)
-        if cfg.text_prefix:
+        if self.cfg.text_prefix:
             x = torch.cat([prefix, x], dim=1)
         positions, mask = self.layout(text_lens, text.shape[1], Fr + 1)
         h = self.decoder(x, positions, mask, last=Fr + 1)  # (B, F + 1, D) audio positions
         logits, stop_logits = self.predict(h)
         logits = logits[:, :Fr]  # (B, F, n_code_heads, K)
 
+        code_losses, code_counts, metrics = self._codebook_losses(logits, h[:, :Fr], codes, code_lens)
+        losses.update(code_losses)
+        counts.update(code_counts)
+        losses["stop"], counts["stop"], metrics["stop_accuracy"] = self._stop_loss(stop_logits, code_lens, ended)
+        losses["loss"] = sum(self.cfg.weight(name) * value for name, value in losses.items())
+        return TalkerOutput(losses, counts, metrics, logits, stop_logits, durations)
+
+    def _align(self, prefix, text_lens, codes, code_lens, ended, speakers, durations):
+        """The aligned encoder state of every audio position -> (aligned (B, F + 1, D) or None without a duration
+        path, durations (B, N), alignment losses, their counts). Given durations replace the search, and with it
+        the align and duration losses."""
+        if self.aligner is None:
+            return None, durations, {}, {}
+        Fr = codes.shape[1]
+        if durations is not None:
+            path = durations_to_path(durations, Fr * self.cfg.sub_frames)
+            return aligned_states(self.aligner, prefix, path, code_lens, Fr + 1), durations, {}, {}
+        align = self.aligner(prefix, text_lens, codes, code_lens, ended, speakers)
+        aligned = aligned_states(self.aligner, prefix, align.path, code_lens, Fr + 1)  # (B, F + 1, D)
+        return aligned, align.durations, dict(align.losses), dict(align.counts)
+
+    def _codebook_losses(self, logits, h, codes, code_lens):
+        """Cross-entropy and accuracy per codebook over the valid frames -> (losses, counts, metrics), keyed
+        ``c{k}`` and ``c{k}_accuracy``. logits (B, F, n_code_heads, K), h (B, F, D), codes (B, F, n_q).
+
+        With a depth decoder its losses replace those of codebooks 1.., counted over the frames it picked."""
+        B, Fr, n_q = codes.shape
         frame_ok = torch.arange(Fr, device=codes.device)[None] < code_lens[:, None]  # (B, F)
+        losses: dict[str, torch.Tensor] = {}
         metrics: dict[str, torch.Tensor] = {}
-        counts.update({f"c{k}": frame_ok.sum() for k in range(cfg.n_q)})
+        counts = {f"c{k}": frame_ok.sum() for k in range(n_q)}
         for k in range(logits.shape[2]):
             ce = F.cross_entropy(logits[:, :, k].flatten(0, 1).float(), codes[..., k].flatten(), reduction="none")
             losses[f"c{k}"] = masked_mean(ce.view(B, Fr), frame_ok)
             hit = (logits[:, :, k].argmax(-1) == codes[..., k]).float()
             metrics[f"c{k}_accuracy"] = masked_mean(hit, frame_ok)
         if self.depth is not None:
-            depth_ce, depth_hit, picked = self.depth.loss(h[:, :Fr], codes, frame_ok)
-            for k in range(1, cfg.n_q):
+            depth_ce, depth_hit, picked = self.depth.loss(h, codes, frame_ok)
+            for k in range(1, n_q):
                 losses[f"c{k}"], metrics[f"c{k}_accuracy"] = depth_ce[k - 1], depth_hit[k - 1]
                 counts[f"c{k}"] = picked  # the frames these losses average over, not every valid frame
-        pos = torch.arange(Fr + 1, device=codes.device)[None]
+        return losses, counts, metrics
+
+    def _stop_loss(self, stop_logits, code_lens, ended) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Binary cross-entropy of the stop logits (B, F + 1) against "the frames end here" -> (loss, count,
+        accuracy). The target is 1 at position code_lens and 0 before it; a truncated item (not ``ended``) has no
+        stop there, so only the positions before it count."""
+        pos = torch.arange(stop_logits.shape[1], device=stop_logits.device)[None]
         stop_target = (pos == code_lens[:, None]).float()
         stop_ok = (pos <= code_lens[:, None]) & (ended[:, None] | (pos < code_lens[:, None]))
         bce = F.binary_cross_entropy_with_logits(stop_logits.float(), stop_target, reduction="none")
-        losses["stop"] = masked_mean(bce, stop_ok)
-        counts["stop"] = stop_ok.sum()
-        metrics["stop_accuracy"] = masked_mean(((stop_logits > 0).float() == stop_target).float(), stop_ok)
-        losses["loss"] = sum(cfg.weight(name) * value for name, value in losses.items())
-        return TalkerOutput(losses, counts, metrics, logits, stop_logits, durations)
+        accuracy = masked_mean(((stop_logits > 0).float() == stop_target).float(), stop_ok)
+        return masked_mean(bce, stop_ok), stop_ok.sum(), accuracy
