@@ -90,6 +90,18 @@ class TrainConfig:
     speech_judge: str = "auto"  # auto | none
     best_by: str = "loss"  # loss | wer
 
+    @classmethod
+    def translate_keys(cls, values: dict[str, Any], where: str) -> dict[str, Any]:
+        """Run configs written before the stage-only keys left this section gave every stage
+        ``num_workers`` (the vocoder's decoding threads): a stage without the key drops it at its old default 0
+        and refuses another value, naming it."""
+        if "num_workers" not in values or any(f.name == "num_workers" for f in dataclasses.fields(cls)):
+            return values
+        if values["num_workers"] != 0:
+            raise ConfigError(f"{where}.num_workers = {values['num_workers']!r}: only the vocoder decodes its audio "
+                              "in threads (train.num_workers); this stage has no such setting")
+        return {k: v for k, v in values.items() if k != "num_workers"}
+
     def __post_init__(self):
         _choice("train.wandb_mode", self.wandb_mode, ("offline", "online"))
         _choice("train.speech_asr", self.speech_asr, SPEECH_ASRS)

@@ -88,3 +88,18 @@ def test_evaluate_is_a_command_of_the_package(capsys):
     with pytest.raises(SystemExit) as exit_:
         package_main(["evaluate", "--help"])
     assert exit_.value.code == 0 and "codec" in capsys.readouterr().out
+
+
+def test_an_older_run_config_with_the_vocoders_num_workers_still_loads(tmp_path):
+    """Run folders written before num_workers became the vocoder's alone hold train.num_workers = 0 for every
+    stage: their config.json loads again; any other value is refused, naming the key."""
+    from muomni.config import ConfigError, load_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"train": {"num_workers": 0, "steps": 5}}))
+    assert load_config(path, codec.CodecRun).train.steps == 5
+    assert load_config(path, talker.TalkerRun).train.steps == 5
+    path.write_text(json.dumps({"train": {"num_workers": 2}}))
+    assert load_config(path, vocoder.VocoderRunConfig).train.num_workers == 2
+    with pytest.raises(ConfigError, match="train.num_workers = 2"):
+        load_config(path, codec.CodecRun)
