@@ -25,7 +25,8 @@ from muomni.training.cli import add_run_args, load_run_config
 
 def main(argv: list[str] | None = None) -> int:
     args = add_run_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0])).parse_args(argv)
-    return loop.main(codec, load_run_config(args, codec.CodecRun), args)
+    cfg = load_run_config(args, codec.CodecRun)
+    return loop.train(codec, codec.build(cfg, args))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ from muomni.training.cli import add_run_args, load_run_config
 
 def main(argv: list[str] | None = None) -> int:
     args = add_run_args(argparse.ArgumentParser(description=__doc__.split("\n\n")[0])).parse_args(argv)
-    return loop.main(talker, load_run_config(args, talker.TalkerRun), args)
+    cfg = load_run_config(args, talker.TalkerRun)
+    return loop.train(talker, talker.build(cfg, args))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         args.set.append(f"train.finetune_codec={args.finetune_codec}")
     if args.finetune_talker:
         args.set.append(f"train.finetune_talker={args.finetune_talker}")
-    return loop.main(vocoder, load_run_config(args, vocoder.VocoderRunConfig), args)
+    cfg = load_run_config(args, vocoder.VocoderRunConfig)
+    return loop.train(vocoder, vocoder.build(cfg, args))
 
 
 if __name__ == "__main__":

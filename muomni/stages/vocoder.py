@@ -313,7 +313,19 @@ def train_step(state: VocoderState, batches: list[tuple[Tensor, Tensor]], step: 
             losses_g, losses_d, loss_g = micro_batch(state, wav, mel, adversarial)
         for k, v in {**losses_g, **losses_d, "loss": loss_g}.items():
             totals[k] = totals.get(k, 0.0) + v.detach() / tc.grad_accum
-    norms = optimizer_steps(state, step, loss_g, losses_d, adversarial)
+    # The generator's step and, when adversarial, the discriminators' (each skipped on a non-finite loss or
+    # gradient), then their schedules; the discriminators' starts when they do.
+    guard = state.guard
+    norms = {"grad_norm_g": guard.optimizer_step(step + 1, state.opt_g, state.generator.parameters(), state.scaler_g,
+                                                 tc.grad_clip, loss_g, name="generator").grad_norm}
+    if adversarial:
+        loss_d = weighted_total(losses_d, tc.loss_weights)
+        norms["grad_norm_d"] = guard.optimizer_step(step + 1, state.opt_d, state.discriminators.parameters(),
+                                                    state.scaler_d, tc.grad_clip, loss_d,
+                                                    name="discriminators").grad_norm
+    state.sched_g.step()
+    if adversarial:
+        state.sched_d.step()
     return {**totals, **norms, "gan": float(adversarial)}
 
 
@@ -359,24 +371,6 @@ def adapter_micro_batch(state: VocoderState, wav: Tensor,
         loss = refiner_loss(state.adapter_ddp, state.target_fn, wav, mel)
     (loss / tc.grad_accum).backward()
     return {"adapter": loss}, {}, loss
-
-
-def optimizer_steps(state: VocoderState, step: int, loss_g: Tensor, losses_d: dict[str, Tensor],
-                    adversarial: bool) -> dict[str, Tensor]:
-    """The generator's step and, when adversarial, the discriminators' (each skipped on a non-finite
-    loss or gradient), then their schedules; returns the gradient norms."""
-    tc, guard = state.cfg.train, state.guard
-    norms = {"grad_norm_g": guard.optimizer_step(step + 1, state.opt_g, state.generator.parameters(), state.scaler_g,
-                                                 tc.grad_clip, loss_g, name="generator").grad_norm}
-    if adversarial:
-        loss_d = weighted_total(losses_d, tc.loss_weights)
-        norms["grad_norm_d"] = guard.optimizer_step(step + 1, state.opt_d, state.discriminators.parameters(),
-                                                    state.scaler_d, tc.grad_clip, loss_d,
-                                                    name="discriminators").grad_norm
-    state.sched_g.step()
-    if adversarial:  # the discriminators' schedule starts when they do
-        state.sched_d.step()
-    return norms
 
 
 def log_record(state: VocoderState, out: dict[str, Tensor | float]) -> dict[str, float]:
