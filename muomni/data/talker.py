@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from muomni.data.split import Corpus
 from muomni.data.tokenize import default_codes_dir, load_codes
+from muomni.models.codec import CodecModel
+from muomni.text import TextProcessor
 
 
 def fixed_length(lengths: list[int], percentile: float, multiple: int) -> int:
@@ -107,7 +112,8 @@ class TalkerData:
         self.truncated = sum(self._truncates(u) for u in train)
 
     @classmethod
-    def build(cls, cfg, corpus, codec, codec_hash: str, text, warn) -> TalkerData:
+    def build(cls, cfg: Any, corpus: Corpus, codec: CodecModel, codec_hash: str, text: TextProcessor,
+              warn: Callable[[str], None]) -> TalkerData:
         """Items of ``corpus`` with their codes from the cache of ``codec_hash``, padded to the fixed lengths of
         ``cfg`` (a Talker run config) or of its train items. Reads files only; ``warn`` takes the messages
         (characters outside the vocabulary)."""

@@ -11,8 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from muomni.config import TrainConfig
 
-def lr_lambda(train) -> Any:
+
+def lr_lambda(train: TrainConfig) -> Any:
     """Linear warmup over train.warmup_steps, then cosine decay to train.min_lr (a fraction) at train.steps."""
     warmup, total, floor = max(train.warmup_steps, 0), max(train.steps, 1), train.min_lr
 

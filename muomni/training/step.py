@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,8 @@ class StepGuard:
         self.bad_steps = int(payload.get("bad_steps", 0))
         self.overflow_steps = int(payload.get("overflow_steps", 0))
 
-    def optimizer_step(self, step: int, optimizer: torch.optim.Optimizer, parameters, scaler=None,
+    def optimizer_step(self, step: int, optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter],
+                       scaler: torch.amp.GradScaler | None = None,
                        clip: float = 0.0, loss: torch.Tensor | float | None = None, name: str = "") -> StepResult:
         """The one optimizer step of every stage: unscale -> clip -> finite check -> step -> scaler update.
 
