@@ -13,8 +13,7 @@ renamed, and loaded with ``torch.load(..., weights_only=True)``: it never runs c
 
 Every optimizer step goes through ``run.guard.optimizer_step`` (:meth:`StepGuard.optimizer_step`: unscale,
 clip, one finite check, step, scaler update), and every training step ends with :meth:`Run.step_done`, the one
-place where
-a stop (a signal, ``train.max_minutes``) is agreed. The stages stop the same way; their exit status:
+place where a stop (a signal, ``train.max_minutes``) is agreed. The stages stop the same way; their exit status:
 
 - 0: the run reached ``train.steps``, or ``train.max_minutes`` ran out (a checkpoint is saved at the
   step where time ran out; ``--resume`` continues);
