@@ -60,7 +60,7 @@ class RunFolder:
         stats = {**before, **entries}
         for key in [k for k, v in entries.items() if v is None]:
             del stats[key]
-        if stats != before or not (self.dir / "stats.json").is_file() and stats:
+        if stats != before:  # a missing file reads as {}: the first entry writes it, an unchanged set does not
             write_json(self.dir / "stats.json", stats)
 
     def sample_dir(self, step: int) -> Path:
